@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from vpd.train import from_dict
 from vpd.data import SOURCES, CorpusConfig, build_corpus, fixture_cache, tokenize_corpus, train_tokenizer
 from vpd.target import (MODEL_PRESETS, TargetTrainConfig, build_target, checkpoint_list, lm_loss,
                         load_target, n_params, train_target)
@@ -57,12 +58,12 @@ def test_ddp_two_ranks_match_one_process(tokens, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     script = tmp_path / "vpd_main.py"
     script.write_text("import sys\nfrom vpd.cli import main\nsys.exit(main())\n")
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(script), "target",
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), "target",
                         "--out", str(tmp_path / "ddp"), "--data", str(tokens), "--config", str(tmp_path / "cfg.yaml"),
                         "--threads", "1"], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    train_target(tmp_path / "single", tokens, TargetTrainConfig.from_dict(cfg), progress=False)
+    train_target(tmp_path / "single", tokens, from_dict(TargetTrainConfig, cfg), progress=False)
     a, b = load_target(tmp_path / "ddp"), load_target(tmp_path / "single")
     for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=n)
