@@ -23,7 +23,7 @@ def vpd(*args, **kw):
 def test_tms_5_2_recovery(tmp_path):
     "TMS 5-2 decomposed to the SPD paper's bar: every column of W found once, at full size, with exact CI patterns."
     out = tmp_path / "tms"
-    proc = vpd("toy", "tms-5-2", "--out", str(out), "--steps", "5000")
+    proc = vpd("toy", "tms-5-2", "--out", str(out))          # the full 10k-step run
     assert proc.returncode == 0, proc.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["mmcs"] >= 0.99, s
