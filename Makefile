@@ -17,7 +17,6 @@ install: $(STAMP)
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX),$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX),)
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" "transformer-lens>=3.9,<3.10" \
 	  "nbdev==2.4.14" "fastcore<1.13" "execnb<0.2" "ghapi<2" -e ".[dev]"
