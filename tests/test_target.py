@@ -56,9 +56,7 @@ def test_ddp_two_ranks_match_one_process(tokens, tmp_path):
     cfg = dict(SMALL, steps=6, eval_every=100, save_every=100)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     torchrun = Path(sys.executable).with_name("torchrun")
-    script = tmp_path / "vpd_main.py"
-    script.write_text("import sys\nfrom vpd.cli import main\nsys.exit(main())\n")
-    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), "target",
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "vpd", "target",
                         "--out", str(tmp_path / "ddp"), "--data", str(tokens), "--config", str(tmp_path / "cfg.yaml"),
                         "--threads", "1"], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
