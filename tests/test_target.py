@@ -1,23 +1,22 @@
 """Integration tests of the target model (vpd.target): the paper preset, DDP, and interruption by a signal."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from signal_helpers import sigterm_after_metrics
 from vpd.train import from_dict
 from vpd.data import SOURCES, CorpusConfig, build_corpus, fixture_cache, tokenize_corpus, train_tokenizer
 from vpd.target import (MODEL_PRESETS, TargetTrainConfig, build_target, checkpoint_list, lm_loss,
                         load_target, n_params, train_target)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "debian"
-VPD = [sys.executable, "-c", "import sys; from vpd.cli import main; sys.exit(main())"]
+VPD = [sys.executable, "-m", "vpd"]
 SMALL = dict(model=dict(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64, d_vocab=512, n_ctx=32),
              batch_size=4, lr=1e-2, warmup_steps=5, eval_batches=2, n_checkpoints=4, log_every=5)
 
@@ -73,14 +72,9 @@ def test_sigterm_checkpoints_then_resumes(tokens, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     cmd = VPD + ["target", "--out", str(tmp_path / "run"), "--data", str(tokens), "--config", str(tmp_path / "cfg.yaml"),
                  "--threads", "1"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
-        time.sleep(0.2)
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err[-2000:]
+    code, _, err = sigterm_after_metrics(cmd, metrics, 4)
+    assert code == 130, err[-2000:]
     stopped = checkpoint_list(tmp_path / "run")[-1]
     assert 0 < stopped < 3000
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["interrupted"] is True

@@ -1,15 +1,13 @@
 """Toy recovery and interruption/resume through the real `vpd` command line."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
+from signal_helpers import sigterm_after_metrics
 from vpd.train import list_checkpoints
 
 VPD = [str(Path(sys.executable).parent / "vpd")]   # the installed console script
@@ -40,15 +38,9 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
     "A run killed with SIGTERM checkpoints, exits, and the rerun ends bit-for-bit where an uninterrupted run ends."
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert vpd("toy", "tms-5-2", "--out", str(whole), "--steps", "1200").returncode == 0
-    proc = subprocess.Popen([*VPD, "toy", "tms-5-2", "--out", str(split), "--steps", "1200"], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = split / "decomposition" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    code, _, err = sigterm_after_metrics([*VPD, "toy", "tms-5-2", "--out", str(split), "--steps", "1200"],
+                                         split / "decomposition" / "metrics.jsonl", 3, env=ENV)
+    assert code == 130, err[-2000:]
     assert "rerun to resume" in err
     stopped_at = int(list_checkpoints(split / "decomposition" / "checkpoints")[-1].name[5:])
     assert 0 < stopped_at < 1200
