@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
-PRESET ?= toys
+PRESET ?= tiny
 STAMP := $(VENV)/.installed
 
 .PHONY: install test reproduce sync check-sync nbdev-test pytest clean-venv
