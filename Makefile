@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 PRESET ?= tiny
+THREADS ?= 1
 STAMP := $(VENV)/.installed
 
 .PHONY: install test reproduce sync check-sync nbdev-test pytest clean-venv
@@ -39,7 +40,7 @@ pytest: install
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests
 
 reproduce: install
-	$(BIN)/vpd reproduce --preset $(PRESET)
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/vpd reproduce --preset $(PRESET)
 
 clean-venv:
 	rm -rf $(VENV)
