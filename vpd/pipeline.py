@@ -23,18 +23,18 @@ def lm_stages(preset: str, corpus: str, vocab: int) -> list[tuple[str, dict]]:
     run = f"runs/{preset}"
     lm = {"preset": preset, "target_dir": f"{run}/target", "data_dir": f"{run}/tokenizer",
           "figures_dir": f"figures/{preset}"}
-    return [("03_data", {"corpus_preset": corpus, "out_dir": run, "real_vocab": vocab}),
-            ("04_target", {"preset": preset, "run_dir": f"{run}/target", "data_dir": f"{run}/tokenizer"}),
-            ("06_decompose", {**lm, "full_run": True, "out_dir": f"{run}/decomposition",
+    return [("06_data", {"corpus_preset": corpus, "out_dir": run, "real_vocab": vocab}),
+            ("07_target", {"preset": preset, "run_dir": f"{run}/target", "data_dir": f"{run}/tokenizer"}),
+            ("08_decompose", {**lm, "full_run": True, "out_dir": f"{run}/decomposition",
                               "control_dir": f"{run}/decomposition-no-adversary"}),
-            ("07_evaluate", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition",
+            ("09_evaluate", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition",
                              "control_dir": f"{run}/decomposition-no-adversary"})]
 
 
 PRESETS = {
     "tiny": lm_stages("tiny", "tiny", 4096),
     "paper": lm_stages("paper", "full", 50277),
-    "toys": [("02_toys", {"full_run": True, "out_dir": "runs/toys", "figures_dir": "figures/toys"})],
+    "toys": [("05_toys", {"full_run": True, "out_dir": "runs/toys", "figures_dir": "figures/toys"})],
 }
 
 
