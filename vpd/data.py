@@ -5,7 +5,6 @@
 # %% ../nbs/06_data.ipynb #f3c21659
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import html
@@ -29,25 +28,16 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from .train import atomic_write, from_dict
+from .config import ConfigError, require
+from .runs import atomic_write, write_json
 
 # %% auto #0
-__all__ = ['STDLIB_EXCLUDE', 'SOURCES', 'DEFAULT_WEIGHTS', 'CORPUS_PRESETS', 'EOT', 'write_json', 'sha256_file', 'repo_path',
-           'pack_paragraphs', 'read_text', 'dictd_documents', 'fortune_documents', 'wordnet_documents',
-           'sword_documents', 'r_character_vector', 'r_lazyload_entries', 'austen_documents', 'kjv_chapters',
-           'kjv_documents', 'doc_files_documents', 'jargon_documents', 'stdlib_root', 'Source', 'default_cache_dir',
-           'deb_version', 'fetch_package', 'unpack_package', 'clean_text', 'doc_hash', 'is_validation',
-           'select_documents', 'load_probe_eval', 'probe_documents', 'CorpusConfig', 'user_text_documents',
-           'build_corpus', 'read_documents', 'fixture_cache', 'train_tokenizer', 'load_tokenizer', 'tokenize_corpus',
-           'TokenData', 'corpus_main', 'tokenizer_main']
+__all__ = ['SOURCES', 'DEFAULT_WEIGHTS', 'CORPUS_PRESETS', 'EOT', 'repo_path', 'Source', 'default_cache_dir', 'load_probe_eval',
+           'probe_documents', 'CorpusConfig', 'build_corpus', 'read_documents', 'fixture_cache', 'train_tokenizer',
+           'load_tokenizer', 'tokenize_corpus', 'TokenData', 'build_tokenizer']
 
 # %% ../nbs/06_data.ipynb #af45b222
-def write_json(path: str | Path, obj) -> Path:
-    "Write `obj` as indented JSON, atomically."
-    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def sha256_file(path: str | Path) -> str:
+def _sha256_file(path: str | Path) -> str:
     "Hex sha256 of a file's bytes."
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -66,7 +56,7 @@ def repo_path(rel: str) -> Path:
                             "run from a clone of the vpd repository")
 
 # %% ../nbs/06_data.ipynb #c87ac5b9
-def pack_paragraphs(text: str, size: int = 4000) -> Iterator[str]:
+def _pack_paragraphs(text: str, size: int = 4000) -> Iterator[str]:
     "Split `text` at blank lines and pack consecutive paragraphs into documents of about `size` characters."
     buf, n = [], 0
     for para in re.split(r"\n\s*\n", text):
@@ -81,7 +71,7 @@ def pack_paragraphs(text: str, size: int = 4000) -> Iterator[str]:
         yield "\n\n".join(buf)
 
 
-def read_text(path: Path) -> str:
+def _read_text(path: Path) -> str:
     "Read a (possibly gzipped) text file as UTF-8, falling back to Latin-1 for legacy files."
     raw = gzip.open(path).read() if path.name.endswith((".gz", ".dz")) else path.read_bytes()
     try:
@@ -90,25 +80,25 @@ def read_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 # %% ../nbs/06_data.ipynb #a53bd65c
-def dictd_documents(root: Path, name: str) -> Iterator[str]:
+def _dictd_documents(root: Path, name: str) -> Iterator[str]:
     "Documents of the dictd dictionary `name` (e.g. 'gcide') in an unpacked `dict-*` package."
     for path in sorted(root.glob(f"usr/share/dictd/{name}.dict.dz")):
-        yield from pack_paragraphs(read_text(path))
+        yield from _pack_paragraphs(_read_text(path))
 
 
-def fortune_documents(root: Path) -> Iterator[str]:
+def _fortune_documents(root: Path) -> Iterator[str]:
     "One document per fortune from the `%`-separated files of the `fortunes` package."
     for path in sorted(root.glob("usr/share/games/fortunes/*")):
         if path.is_file() and not path.is_symlink() and path.suffix not in (".dat", ".u8"):
-            yield from (f for f in re.split(r"^%\s*$", read_text(path), flags=re.M) if f.strip())
+            yield from (f for f in re.split(r"^%\s*$", _read_text(path), flags=re.M) if f.strip())
 
 
-def wordnet_documents(root: Path, per_doc: int = 40) -> Iterator[str]:
+def _wordnet_documents(root: Path, per_doc: int = 40) -> Iterator[str]:
     "WordNet glosses as `word, word: gloss` lines, `per_doc` lines per document."
     lines = []
     for pos in ("noun", "verb", "adj", "adv"):
         for path in root.glob(f"usr/share/wordnet/data.{pos}"):
-            for line in read_text(path).splitlines():
+            for line in _read_text(path).splitlines():
                 if line.startswith("  ") or " | " not in line:
                     continue
                 head, gloss = line.split(" | ", 1)
@@ -129,7 +119,7 @@ def _osis_to_text(osis: str) -> str:
     return re.sub(r"\n\n+", "\n\n", t).strip()
 
 
-def sword_documents(root: Path) -> Iterator[str]:
+def _sword_documents(root: Path) -> Iterator[str]:
     "One document per chapter of every SWORD zText module in an unpacked `sword-text-*` package."
     for mod in sorted(root.glob("usr/share/sword/modules/texts/ztext/*")):
         for testament in ("ot", "nt"):
@@ -146,7 +136,7 @@ def sword_documents(root: Path) -> Iterator[str]:
                         yield text
 
 # %% ../nbs/06_data.ipynb #74bc2c05
-def r_character_vector(blob: bytes) -> list[str | None]:
+def _r_character_vector(blob: bytes) -> list[str | None]:
     "Decode an R XDR serialization (format 2 or 3) of a character vector; NA elements become None."
     if blob[:2] != b"X\n":
         raise ValueError("not an R XDR serialization (expected the 'X\\n' header)")
@@ -173,7 +163,7 @@ def r_character_vector(blob: bytes) -> list[str | None]:
     return out
 
 
-def r_lazyload_entries(path: Path) -> Iterator[bytes]:
+def _r_lazyload_entries(path: Path) -> Iterator[bytes]:
     "The decompressed entries of an R lazy-load database (`*.rdb`): `[4-byte length][zlib stream]` records."
     raw, pos = path.read_bytes(), 0
     while pos + 4 < len(raw):
@@ -182,12 +172,12 @@ def r_lazyload_entries(path: Path) -> Iterator[bytes]:
         pos = len(raw) - len(d.unused_data)
 
 
-def austen_documents(root: Path) -> Iterator[str]:
+def _austen_documents(root: Path) -> Iterator[str]:
     "One document per chapter of Jane Austen's novels from the unpacked `r-cran-janeaustenr` package."
     for rdb in sorted(root.glob("usr/lib/R/site-library/janeaustenr/data/Rdata.rdb")):
-        for entry in r_lazyload_entries(rdb):
+        for entry in _r_lazyload_entries(rdb):
             chapters, current = [], []
-            for line in (s or "" for s in r_character_vector(entry)):
+            for line in (s or "" for s in _r_character_vector(entry)):
                 if re.match(r"^\s*(CHAPTER|Chapter)\s+[\dIVXLC]+\b", line) and current:
                     chapters.append(current)
                     current = []
@@ -198,7 +188,7 @@ def austen_documents(root: Path) -> Iterator[str]:
                     yield re.sub(r"(?<!\n)\n(?!\n)", " ", text)
 
 # %% ../nbs/06_data.ipynb #466e22f7
-def kjv_chapters(bible_output: str) -> Iterator[str]:
+def _kjv_chapters(bible_output: str) -> Iterator[str]:
     "Split the output of `bible gen1:1-rev22:21` (lines like `Ge1:1 In the beginning…`) into chapters."
     chapter_key, verses = None, []
     for line in bible_output.splitlines():
@@ -214,7 +204,7 @@ def kjv_chapters(bible_output: str) -> Iterator[str]:
         yield " ".join(verses)
 
 
-def kjv_documents(root: Path) -> Iterator[str]:
+def _kjv_documents(root: Path) -> Iterator[str]:
     "KJV chapters, decoded by running the `bible` program of an unpacked `bible-kjv` package on `bible.data`."
     program, data = root / "usr/bin/bible", root / "usr/lib/bible.data"
     if not (program.exists() and data.exists()):
@@ -224,28 +214,28 @@ def kjv_documents(root: Path) -> Iterator[str]:
                        capture_output=True, text=True, errors="replace", timeout=300)
     if r.returncode != 0:
         raise RuntimeError(f"{program} failed: {r.stderr.strip()[-300:]}")
-    yield from kjv_chapters(r.stdout)
+    yield from _kjv_chapters(r.stdout)
 
 # %% ../nbs/06_data.ipynb #44aa4bab
-def doc_files_documents(root: Path, pattern: str, exclude: str | None = None) -> Iterator[str]:
+def _doc_files_documents(root: Path, pattern: str, exclude: str | None = None) -> Iterator[str]:
     "One document per file matching the glob `pattern` under `root` (paths matching regex `exclude` skipped)."
     for path in sorted(root.glob(pattern)):
         if path.is_file() and not (exclude and re.search(exclude, path.as_posix())):
-            yield read_text(path)
+            yield _read_text(path)
 
 
-def jargon_documents(root: Path) -> Iterator[str]:
+def _jargon_documents(root: Path) -> Iterator[str]:
     "The Jargon File (plain-text edition) packed into paragraphs."
     for path in sorted(root.glob("usr/share/doc/jargon-text/jargon.txt.gz")):
-        yield from pack_paragraphs(read_text(path))
+        yield from _pack_paragraphs(_read_text(path))
 
 
-def stdlib_root() -> Path:
+def _stdlib_root() -> Path:
     "The directory of this interpreter's Python standard library."
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-STDLIB_EXCLUDE = r"/(test|tests|idlelib|site-packages|dist-packages|__pycache__|lib2to3/tests)/"
+_STDLIB_EXCLUDE = r"/(test|tests|idlelib|site-packages|dist-packages|__pycache__|lib2to3/tests)/"
 
 # %% ../nbs/06_data.ipynb #4a538340
 @dataclass(frozen=True)
@@ -259,20 +249,20 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in [
-    Source("austen", ("r-cran-janeaustenr",), "MIT (package); the novels are public domain", "prose", austen_documents),
-    Source("web", ("sword-text-web",), "public domain (World English Bible)", "prose", sword_documents),
-    Source("kjv", ("bible-kjv-text", "bible-kjv"), "text public domain; package GPL-2+", "prose", kjv_documents),
-    Source("fortunes", ("fortunes",), "BSD (package); quotations of mixed origin", "prose", fortune_documents),
-    Source("devil", ("dict-devil",), "public domain", "prose", lambda r: dictd_documents(r, "devil")),
-    Source("jargon", ("jargon-text",), "public domain", "prose", jargon_documents),
-    Source("wordnet", ("wordnet-base",), "WordNet 3.0 licence (permissive)", "reference", wordnet_documents),
+    Source("austen", ("r-cran-janeaustenr",), "MIT (package); the novels are public domain", "prose", _austen_documents),
+    Source("web", ("sword-text-web",), "public domain (World English Bible)", "prose", _sword_documents),
+    Source("kjv", ("bible-kjv-text", "bible-kjv"), "text public domain; package GPL-2+", "prose", _kjv_documents),
+    Source("fortunes", ("fortunes",), "BSD (package); quotations of mixed origin", "prose", _fortune_documents),
+    Source("devil", ("dict-devil",), "public domain", "prose", lambda r: _dictd_documents(r, "devil")),
+    Source("jargon", ("jargon-text",), "public domain", "prose", _jargon_documents),
+    Source("wordnet", ("wordnet-base",), "WordNet 3.0 licence (permissive)", "reference", _wordnet_documents),
     Source("gcide", ("dict-gcide",), "GPL-2+ (Webster 1913 text public domain)", "reference",
-           lambda r: dictd_documents(r, "gcide")),
+           lambda r: _dictd_documents(r, "gcide")),
     Source("pydoc", ("python3.11-doc",), "PSF-2.0", "technical",
-           lambda r: doc_files_documents(r, "usr/share/doc/python3.11/html/_sources/**/*.txt")),
+           lambda r: _doc_files_documents(r, "usr/share/doc/python3.11/html/_sources/**/*.txt")),
     Source("linuxdoc", ("linux-doc-6.1",), "GPL-2", "technical",
-           lambda r: doc_files_documents(r, "usr/share/doc/linux-doc-6.1/Documentation/**/*.rst*")),
-    Source("pystdlib", (), "PSF-2.0", "code", lambda r: doc_files_documents(stdlib_root(), "**/*.py", STDLIB_EXCLUDE)),
+           lambda r: _doc_files_documents(r, "usr/share/doc/linux-doc-6.1/Documentation/**/*.rst*")),
+    Source("pystdlib", (), "PSF-2.0", "code", lambda r: _doc_files_documents(_stdlib_root(), "**/*.py", _STDLIB_EXCLUDE)),
 ]}
 
 # %% ../nbs/06_data.ipynb #fdf2104f
@@ -281,7 +271,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VPD_CACHE", Path.home() / ".cache" / "vpd"))
 
 
-def deb_version(deb: Path) -> str:
+def _deb_version(deb: Path) -> str:
     "The Version field of a `.deb` (read with dpkg-deb, or parsed from the file name)."
     if shutil.which("dpkg-deb"):
         r = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True)
@@ -290,7 +280,7 @@ def deb_version(deb: Path) -> str:
     return deb.name.split("_")[1].replace("%3a", ":")
 
 
-def fetch_package(package: str, cache_dir: Path) -> Path:
+def _fetch_package(package: str, cache_dir: Path) -> Path:
     "Download `package`'s .deb into `cache_dir/debs` (if not already there); raise RuntimeError on failure."
     debs = cache_dir / "debs"
     found = sorted(debs.glob(f"{package}_*.deb"))
@@ -306,7 +296,7 @@ def fetch_package(package: str, cache_dir: Path) -> Path:
     return found[-1]
 
 
-def unpack_package(deb: Path, dest: Path) -> Path:
+def _unpack_package(deb: Path, dest: Path) -> Path:
     "Unpack `deb` into `dest` with `dpkg -x` (no install); reuse an existing complete unpack."
     marker = dest / f".unpacked-{deb.name}"
     if marker.exists():
@@ -319,24 +309,24 @@ def unpack_package(deb: Path, dest: Path) -> Path:
     return dest
 
 # %% ../nbs/06_data.ipynb #3e8f40a4
-def clean_text(text: str) -> str:
+def _clean_text(text: str) -> str:
     "Normalise newlines and whitespace of a document."
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = re.sub(r"[ \t]+\n", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def doc_hash(text: str) -> str:
+def _doc_hash(text: str) -> str:
     "sha256 hex digest of a document's UTF-8 bytes."
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def is_validation(text_hash: str, val_frac: float) -> bool:
+def _is_validation(text_hash: str, val_frac: float) -> bool:
     "Whether a document with this hash belongs to the validation split."
     return int(text_hash[:8], 16) / 16**8 < val_frac
 
 
-def select_documents(docs: list[str], budget_bytes: float | None, seed: int, name: str) -> list[str]:
+def _select_documents(docs: list[str], budget_bytes: float | None, seed: int, name: str) -> list[str]:
     "A seeded random subset of `docs` filling `budget_bytes` (all of them when the budget is None)."
     if budget_bytes is None:
         return docs
@@ -417,15 +407,13 @@ class CorpusConfig:
 
     def __post_init__(self):
         bad = sorted(set(self.weights) - set(SOURCES))
-        if bad:
-            raise ValueError(f"CorpusConfig.weights: unknown source(s) {bad}; allowed: {sorted(SOURCES)}")
-        if any(w < 0 for w in self.weights.values()):
-            raise ValueError("CorpusConfig.weights: weights must be >= 0")
-        if self.max_mb is not None and self.max_mb <= 0:
-            raise ValueError(f"CorpusConfig.max_mb must be positive or None, got {self.max_mb}")
+        require(not bad, f"CorpusConfig.weights: unknown source(s) {bad}; allowed: {sorted(SOURCES)}")
+        require(all(w >= 0 for w in self.weights.values()), "CorpusConfig.weights: weights must be >= 0")
+        require(self.max_mb is None or self.max_mb > 0,
+                f"CorpusConfig.max_mb must be positive (or None: no budget), got {self.max_mb}")
         for key in ("val_frac", "probe_frac"):
-            if not 0 <= getattr(self, key) < 0.5:
-                raise ValueError(f"CorpusConfig.{key} must be in [0, 0.5), got {getattr(self, key)}")
+            require(0 <= getattr(self, key) < 0.5, f"CorpusConfig.{key} must be in [0, 0.5), got {getattr(self, key)}")
+        require(self.min_doc_chars >= 0, f"CorpusConfig.min_doc_chars must be >= 0, got {self.min_doc_chars}")
 
 
 CORPUS_PRESETS = {"tiny": CorpusConfig(), "full": CorpusConfig(max_mb=None)}
@@ -439,19 +427,19 @@ def _source_docs(src: Source, use_apt: bool, cache: Path) -> tuple[list[str], di
         return [], {**info, "status": "skipped: apt disabled or unavailable"}
     try:
         for pkg in src.packages:
-            deb = fetch_package(pkg, cache)
-            unpack_package(deb, root)
-            info["packages"][pkg] = {"version": deb_version(deb), "deb": deb.name, "sha256": sha256_file(deb)}
+            deb = _fetch_package(pkg, cache)
+            _unpack_package(deb, root)
+            info["packages"][pkg] = {"version": _deb_version(deb), "deb": deb.name, "sha256": _sha256_file(deb)}
         docs = list(src.extract(root))
     except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
         return [], {**info, "status": f"unavailable: {e}"}
     return docs, {**info, "status": "ok" if docs else "empty: the extractor found no text"}
 
 
-def user_text_documents(text_dir: str | Path) -> Iterator[str]:
+def _user_text_documents(text_dir: str | Path) -> Iterator[str]:
     "Documents from a user directory: every `*.txt` file, packed into paragraphs."
     for path in sorted(Path(text_dir).rglob("*.txt")):
-        yield from pack_paragraphs(read_text(path))
+        yield from _pack_paragraphs(_read_text(path))
 
 
 def build_corpus(out_dir: str | Path, cfg: CorpusConfig | None = None, progress: bool = True) -> dict:
@@ -466,13 +454,13 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig | None = None, progress:
     seen, available, sources = set(), {}, {}
     for name in tqdm(weights, desc="corpus sources", disable=not progress):
         if name == "user":
-            raw = list(user_text_documents(cfg.text_dir))
+            raw = list(_user_text_documents(cfg.text_dir))
             info = {"packages": {}, "license": "user-supplied", "kind": "user", "status": "ok", "path": cfg.text_dir}
         else:
             raw, info = _source_docs(SOURCES[name], apt_ok, cache)
         docs = []
-        for d in map(clean_text, raw):
-            h = doc_hash(d)
+        for d in map(_clean_text, raw):
+            h = _doc_hash(d)
             if len(d) >= cfg.min_doc_chars and h not in seen:
                 seen.add(h)
                 docs.append(d)
@@ -480,11 +468,12 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig | None = None, progress:
         sources[name] = {**info, "available_docs": len(docs), "available_bytes": sum(len(d.encode()) for d in docs)}
     total_w = sum(w for n, w in weights.items() if available[n])  # the budget goes to the sources that have text
     if not total_w:
-        raise RuntimeError(f"no corpus source produced any text: {json.dumps(sources, indent=1)}")
+        raise ConfigError(f"no corpus source produced any text: {json.dumps(sources, indent=1)}; "
+                          "enable apt, give a --text-dir, or give the standard library a positive weight")
     chosen = {}
     for name, docs in available.items():
         budget = None if cfg.max_mb is None else cfg.max_mb * 1e6 * weights[name] / total_w
-        chosen[name] = select_documents(docs, budget, cfg.seed, name)
+        chosen[name] = _select_documents(docs, budget, cfg.seed, name)
         sources[name].update(docs=len(chosen[name]), bytes=sum(len(d.encode()) for d in chosen[name]))
     other_bytes = sum(s["bytes"] for s in sources.values())
     chosen["probe"] = probe_documents(cfg.probe_frac * other_bytes, seed=cfg.seed) if cfg.probe_frac > 0 else []
@@ -504,13 +493,13 @@ def _write_splits(out_dir: Path, chosen: dict[str, list[str]], sources: dict, cf
     random.Random(cfg.seed).shuffle(rows)
     splits = {"train": [], "val": []}
     for name, d in rows:
-        split = "val" if is_validation(doc_hash(d), cfg.val_frac) else "train"
+        split = "val" if _is_validation(_doc_hash(d), cfg.val_frac) else "train"
         splits[split].append(json.dumps({"source": name, "text": d}, ensure_ascii=False))
         sources[name][f"{split}_docs"] = sources[name].get(f"{split}_docs", 0) + 1
     files = {}
     for split, lines in splits.items():
         path = atomic_write(out_dir / f"{split}.jsonl", "\n".join(lines) + "\n")
-        files[path.name] = {"docs": len(lines), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        files[path.name] = {"docs": len(lines), "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": asdict(cfg),
             "sources": sources, "files": files, "total_bytes": sum(s["bytes"] for s in sources.values())}
 
@@ -548,8 +537,7 @@ EOT = "<|endoftext|>"
 def train_tokenizer(corpus_dir: str | Path, vocab_size: int, out_dir: str | Path | None = None):
     "Train a byte-level BPE with `vocab_size` tokens on a corpus's training split; optionally save it."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    if vocab_size < 257:
-        raise ValueError(f"vocab_size must be at least 257 (256 bytes + {EOT}), got {vocab_size}")
+    require(vocab_size >= 257, f"vocab_size must be at least 257 (256 bytes + {EOT}), got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -609,8 +597,7 @@ class TokenData:
             raise FileNotFoundError(f"{path} does not exist: tokenize a corpus first with "
                                     f"`vpd tokenizer --corpus CORPUS_DIR --out {tok_dir}`")
         self.meta = json.loads(path.read_text())
-        if split not in self.meta["splits"]:
-            raise ValueError(f"unknown split {split!r}; allowed: {sorted(self.meta['splits'])}")
+        require(split in self.meta["splits"], f"unknown split {split!r}; allowed: {sorted(self.meta['splits'])}")
         self.tokens = np.memmap(Path(tok_dir) / self.meta["splits"][split]["file"], dtype=self.meta["dtype"], mode="r")
         self.vocab_size = self.meta["vocab_size"]
 
@@ -623,8 +610,7 @@ class TokenData:
     def batch(self, step: int, batch_size: int, seq_len: int, seed: int = 0, rank: int = 0,
               world_size: int = 1) -> torch.Tensor:
         "This rank's `[batch_size, seq_len + 1]` windows of training step `step`."
-        if len(self) <= seq_len + 1:
-            raise ValueError(f"split has {len(self)} tokens, fewer than one window of {seq_len + 1}")
+        require(len(self) > seq_len + 1, f"the split has {len(self)} tokens, fewer than one window of {seq_len + 1}")
         rng = np.random.default_rng([seed, step])
         starts = rng.integers(0, len(self) - seq_len - 1, size=batch_size * world_size)
         return self._windows(starts[rank * batch_size:(rank + 1) * batch_size], seq_len)
@@ -637,64 +623,17 @@ class TokenData:
             yield self._windows(starts[i:i + batch_size], seq_len)
 
 # %% ../nbs/06_data.ipynb #58de20c1
-def _parse_weights(s: str) -> dict[str, float]:
-    "Parse `name=w,name=w` into a dict."
-    try:
-        return {k.strip(): float(v) for k, v in (kv.split("=") for kv in s.split(",") if kv.strip())}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--weights expects name=weight pairs separated by commas, got {s!r}")
-
-
-def corpus_main(argv: list[str] | None = None) -> int:
-    "`vpd corpus`: build the offline corpus; return the exit status."
-    p = argparse.ArgumentParser(prog="vpd corpus", description="Build the offline training corpus.")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--preset", choices=sorted(CORPUS_PRESETS), default="tiny")
-    p.add_argument("--max-mb", type=float, help="total text budget in MB (0: no budget)")
-    p.add_argument("--weights", type=_parse_weights, help="mixture weights, e.g. austen=3,gcide=1 (others keep defaults)")
-    p.add_argument("--val-frac", type=float)
-    p.add_argument("--probe-frac", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--text-dir", help="directory of extra .txt files to include")
-    p.add_argument("--cache-dir", help="package cache (default ~/.cache/vpd)")
-    p.add_argument("--no-apt", action="store_true", help="do not use apt: standard library and --text-dir only")
-    a = p.parse_args(argv)
-    d = asdict(CORPUS_PRESETS[a.preset])
-    if a.weights:
-        d["weights"].update(a.weights)
-    if a.max_mb is not None:
-        d["max_mb"] = a.max_mb or None
-    for key in ("val_frac", "probe_frac", "seed", "text_dir", "cache_dir"):
-        if getattr(a, key) is not None:
-            d[key] = getattr(a, key)
-    d["use_apt"] = not a.no_apt
-    man = build_corpus(a.out, from_dict(CorpusConfig, d, "vpd corpus config"))
-    print(f"vpd corpus: {man['total_bytes'] / 1e6:.1f} MB in {a.out} "
-          f"(train {man['files']['train.jsonl']['docs']} docs, val {man['files']['val.jsonl']['docs']} docs)")
-    return 0
-
-
-def tokenizer_main(argv: list[str] | None = None) -> int:
-    "`vpd tokenizer`: train the BPE tokenizer on a corpus and write token shards; return the exit status."
-    p = argparse.ArgumentParser(prog="vpd tokenizer", description="Train a byte-level BPE and tokenize the corpus.")
-    p.add_argument("--corpus", required=True, help="corpus directory (from `vpd corpus`)")
-    p.add_argument("--vocab", type=int, default=4096, help="vocabulary size")
-    p.add_argument("--out", required=True, help="output directory for tokenizer.json and the shards")
-    a = p.parse_args(argv)
-    train_tokenizer(a.corpus, a.vocab, a.out)
-    meta = tokenize_corpus(a.corpus, a.out)
-    manifest_path = Path(a.corpus) / "corpus.json"
+def build_tokenizer(corpus_dir: str | Path, out_dir: str | Path, vocab_size: int = 4096, progress: bool = True) -> dict:
+    "Train the tokenizer on a corpus, write its token shards to `out_dir`, record token counts in `corpus.json`."
+    train_tokenizer(corpus_dir, vocab_size, out_dir)
+    meta = tokenize_corpus(corpus_dir, out_dir, progress=progress)
+    manifest_path = Path(corpus_dir) / "corpus.json"
     if manifest_path.exists():
         man = json.loads(manifest_path.read_text())
-        man["tokens"] = {"tokenizer": str(a.out), "vocab_size": meta["vocab_size"], "per_source": meta["source_tokens"],
-                         "probe_token_fraction": meta["probe_token_fraction"]}
+        man["tokens"] = {"tokenizer": str(out_dir), "vocab_size": meta["vocab_size"],
+                         "per_source": meta["source_tokens"], "probe_token_fraction": meta["probe_token_fraction"]}
         for name, counts in meta["source_tokens"].items():
             if name in man["sources"]:
                 man["sources"][name]["tokens"] = sum(counts.values())
         write_json(manifest_path, man)
-    if meta["probe_token_fraction"] > 0.05:
-        print(f"vpd tokenizer: warning: the probe set is {meta['probe_token_fraction']:.1%} of the tokens, more than "
-              "the intended 5%; rebuild the corpus with a smaller --probe-frac", file=sys.stderr)
-    print(f"vpd tokenizer: vocab {meta['vocab_size']}, train {meta['splits']['train']['tokens']:,} tokens, "
-          f"val {meta['splits']['val']['tokens']:,} tokens in {a.out}")
-    return 0
+    return meta
