@@ -7,15 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
-import shutil
-import signal
-import tempfile
-import threading
-import time
-import typing
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Mapping
@@ -23,105 +15,20 @@ from typing import Callable, Iterable, Literal, Mapping
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import yaml
-from safetensors.torch import load_file, save_file
+from fastcore.basics import patch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from .config import ConfigError, from_dict, load_yaml, require
 from .core import ComponentModel, find_sites, single_process
 from .method import (PersistentPGD, annealed_p, causal_importances, delta_l2, get_divergence, make_ci_fn,
                         minimality_loss, stochastic_recon, stochastic_recon_layerwise)
+from .runs import (CheckpointError, TrainingLoop, append_jsonl, average_gradients, list_checkpoints,
+                      load_checkpoint, lr_at)
 
 # %% auto #0
-__all__ = ['ConfigError', 'from_dict', 'to_dict', 'merge_config', 'OptimizerConfig', 'CIConfig', 'MinimalityConfig',
-           'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr', 'atomic_write', 'append_jsonl', 'CheckpointError',
-           'save_checkpoint', 'list_checkpoints', 'load_checkpoint', 'load_weights', 'TrainingInterrupted',
-           'stop_on_signals', 'Trainer', 'Decomposition', 'build_ci_fn', 'decompose', 'load_decomposition']
-
-# %% ../nbs/04_train.ipynb #d6b492a1
-class ConfigError(ValueError):
-    "A config key or value is wrong; the message names it and says what is allowed."
-
-
-def _check_value(value, tp, where: str):
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {list(args)}")
-        return value
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in (a for a in args if a is not type(None)):
-            try:
-                return _check_value(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {args}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else object
-        vals = [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(vals) if origin is tuple else vals
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp in (bool, str) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-def from_dict(cls, data: Mapping, where: str = "config"):
-    "Build dataclass `cls` from `data`, validating every key and value."
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed keys are {names}")
-    kwargs = {k: _check_value(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def to_dict(cfg) -> dict:
-    "Plain-data form of a config dataclass (tuples become lists), ready for YAML."
-    def plain(v):
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-    return plain(dataclasses.asdict(cfg))
-
-
-def _require(ok: bool, message: str):
-    if not ok:
-        raise ConfigError(message)
-
-
-def merge_config(base: Mapping, overrides: Mapping | None) -> dict:
-    "`base` with `overrides` applied key by key, one level deep for nested sections (e.g. `minimality: {coeff: …}`)."
-    out = dict(base)
-    for key, value in (overrides or {}).items():
-        out[key] = {**out[key], **value} if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-    return out
+__all__ = ['OptimizerConfig', 'CIConfig', 'MinimalityConfig', 'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr',
+           'objective', 'loss_weights', 'load_weights', 'Trainer', 'Decomposition', 'build_ci_fn', 'decompose',
+           'load_decomposition']
 
 # %% ../nbs/04_train.ipynb #79ee0ed3
 @dataclass
@@ -136,9 +43,9 @@ class OptimizerConfig:
     grad_clip: float | None = None
 
     def __post_init__(self):
-        _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _require(0 <= self.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        _require(0 <= self.final_frac <= 1, f"final_frac must be in [0, 1], got {self.final_frac}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0 <= self.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        require(0 <= self.final_frac <= 1, f"final_frac must be in [0, 1], got {self.final_frac}")
 
 
 @dataclass
@@ -166,7 +73,7 @@ class MinimalityConfig:
     eps: float = 1e-12
 
     def __post_init__(self):
-        _require(self.coeff >= 0 and self.p_start > 0, "minimality coeff must be >= 0 and p_start > 0")
+        require(self.coeff >= 0 and self.p_start > 0, "minimality coeff must be >= 0 and p_start > 0")
 
 
 @dataclass
@@ -205,149 +112,96 @@ class DecompositionConfig:
     faithfulness_warmup_weight_decay: float = 0.0
     log_every: int = 100
     save_every: int = 1000
+    save_every_s: float | None = 300.0
     keep_checkpoints: int = 2
     eval_every: int = 0
     bf16: bool = True
 
     def __post_init__(self):
-        _require(self.steps > 0, f"steps must be > 0, got {self.steps}")
-        _require(self.n_mask_samples >= 1, "n_mask_samples must be >= 1")
-        _require(self.log_every > 0 and self.save_every > 0, "log_every and save_every must be > 0")
+        require(self.steps > 0, f"steps must be > 0, got {self.steps}")
+        require(self.n_mask_samples >= 1, "n_mask_samples must be >= 1")
+        require(self.log_every > 0 and self.save_every > 0, "log_every and save_every must be > 0")
         for name in ("stochastic_coeff", "layerwise_coeff", "delta_l2_coeff"):
-            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DecompositionConfig":
         "Load and validate a YAML config file."
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
-        return from_dict(cls, data, where=path.name)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(to_dict(self), sort_keys=False)
+        return from_dict(cls, load_yaml(path), where=Path(path).name)
 
 # %% ../nbs/04_train.ipynb #59617b5e
 def scheduled_lr(opt: OptimizerConfig, step: int, steps: int) -> float:
-    "The learning rate of `opt` at `step` of `steps`."
-    warmup = int(opt.warmup_frac * steps)
-    if step < warmup:
-        return opt.lr * (step + 1) / warmup
-    if opt.schedule == "constant":
-        return opt.lr
-    progress = (step - warmup) / max(steps - 1 - warmup, 1)
-    f = opt.final_frac
-    if opt.schedule == "linear":
-        return opt.lr * (1 - (1 - f) * progress)
-    return opt.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * progress)))
+    "The learning rate of optimizer config `opt` at `step` of `steps`."
+    return lr_at(step, steps, opt.lr, int(opt.warmup_frac * steps), opt.schedule, opt.final_frac)
 
-# %% ../nbs/04_train.ipynb #8356e0e0
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, data: bytes | str | Callable[[Path], None]) -> Path:
-    "Write `data` (bytes, text, or a function that writes a given temporary path) to `path` atomically."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        if callable(data):
-            os.close(fd)
-            data(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+# %% ../nbs/04_train.ipynb #77aa16a7
+def objective(cm: ComponentModel, ci_fn: nn.Module, batch, config: DecompositionConfig, step: int,
+              adversary: PersistentPGD | None = None, autocast=None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    "The unweighted loss terms on `batch` at `step` (differentiable) and the causal importances."
+    c = config
+    divergence = get_divergence(c.divergence)
+    deltas = cm.weight_deltas() if (c.use_delta or c.delta_l2_coeff > 0) else None
+    recon_deltas = deltas if c.use_delta else None
+    out = {}
+    with autocast or nullcontext():
+        with torch.no_grad():
+            target_out, inputs = cm.target_forward(batch)
+        ci, ci_upper = causal_importances(cm, ci_fn, inputs)
+        if c.stochastic_coeff > 0:
+            out["stochastic_recon"] = stochastic_recon(cm, batch, target_out, ci, recon_deltas, divergence,
+                                                       c.stochastic_routing, c.sampling, c.n_mask_samples)
+        if c.layerwise_coeff > 0:
+            out["stochastic_recon_layerwise"] = stochastic_recon_layerwise(
+                cm, batch, target_out, ci, recon_deltas, divergence, c.sampling, c.n_mask_samples)
+        if adversary is not None:
+            a = c.adversary
+            adversary.lr = lr_at(step, c.steps, a.lr, int(a.lr_warmup_frac * c.steps), "constant")
+            out["adversarial_recon"] = adversary.loss(cm, batch, target_out, ci, recon_deltas, divergence)
+        if c.minimality.coeff > 0:
+            m = c.minimality
+            p = annealed_p(step, c.steps, m.p_start, m.p_end, m.anneal_start_frac, m.anneal_end_frac)
+            out["minimality"] = minimality_loss(ci_upper, p, m.beta, m.eps)
+    if c.delta_l2_coeff > 0:
+        out["delta_l2"] = delta_l2(deltas)
+    return out, ci
 
 
-def append_jsonl(path: str | Path, record: Mapping) -> None:
-    "Append one JSON line and fsync it."
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-# %% ../nbs/04_train.ipynb #bbc73e7d
-class CheckpointError(RuntimeError):
-    "A checkpoint is missing, incomplete or unreadable."
-
-
-def save_checkpoint(ckpt_dir: Path, step: int, tensors: Mapping[str, Tensor], state: Mapping, keep: int = 2) -> Path:
-    "Write `step_{step}` atomically under `ckpt_dir` and keep only the newest `keep` checkpoints."
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final, tmp = ckpt_dir / f"step_{step}", ckpt_dir / f".step_{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / "weights.safetensors")
-    torch.save(dict(state), tmp / "state.pt")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(ckpt_dir)
-    for old in list_checkpoints(ckpt_dir)[:-keep]:
-        shutil.rmtree(old)
-    return final
-
-
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    "Complete checkpoints under `ckpt_dir`, oldest first."
-    if not ckpt_dir.exists():
-        return []
-    found = [p for p in ckpt_dir.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict]:
-    "Read a checkpoint directory; raises `CheckpointError` naming the problem."
-    path = Path(path)
-    weights, state = path / "weights.safetensors", path / "state.pt"
-    for f in (weights, state):
-        if not f.exists():
-            raise CheckpointError(f"checkpoint {path} is incomplete: {f.name} is missing. "
-                                  f"Delete {path} to resume from the previous checkpoint, or start a new run directory.")
-    try:
-        return load_file(weights), torch.load(state, weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({type(e).__name__}: {e}). "
-                              f"Delete {path} to resume from the previous checkpoint.") from None
+def loss_weights(config: DecompositionConfig) -> dict[str, float]:
+    "The coefficient of each term of `objective` (the paper's betas)."
+    c = config
+    return {"stochastic_recon": c.stochastic_coeff, "stochastic_recon_layerwise": c.layerwise_coeff,
+            "adversarial_recon": c.adversary.coeff, "minimality": c.minimality.coeff, "delta_l2": c.delta_l2_coeff}
 
 # %% ../nbs/04_train.ipynb #323d6b66
 class _BatchStream:
     "An endless iterator over `data` that can save and restore its position."
 
     def __init__(self, data: Iterable):
-        self.data, self.consumed = data, 0
+        self.data, self.consumed, self._pending = data, 0, None
         self._it = iter(data)
 
-    def next(self):
+    def _draw(self):
         try:
-            batch = next(self._it)
+            return next(self._it)
         except StopIteration:
             self._it = iter(self.data)
-            batch = next(self._it)
-        self.consumed += 1
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise ValueError("the data yielded no batches: pass an iterable of batches that is endless or can be "
+                             "iterated again (a list, a DataLoader, a generator object cannot)") from None
+
+    def peek(self):
+        "The next batch, without consuming it."
+        if self._pending is None:
+            self._pending = self._draw()
+            self.consumed += 1
+        return self._pending
+
+    def next(self):
+        "The next batch."
+        batch = self.peek()
+        self._pending = None
         return batch
 
     def state_dict(self) -> dict:
@@ -375,26 +229,6 @@ def load_weights(cm: ComponentModel, ci_fn: nn.Module, weights: Mapping[str, Ten
                               "output directory.") from None
 
 
-class TrainingInterrupted(RuntimeError):
-    "Training stopped on a signal after writing a checkpoint; run the same command again to resume."
-
-
-@contextmanager
-def stop_on_signals(flag: dict):
-    "While active, SIGINT/SIGTERM only set `flag['signal']`, so a loop can checkpoint and stop cleanly."
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    def handler(signum, frame):
-        flag["signal"] = signum
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _to_device(obj, device):
     "`obj` with every tensor in its nested dicts and lists moved to `device`."
     if isinstance(obj, Tensor):
@@ -406,22 +240,17 @@ def _to_device(obj, device):
     return obj
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class Trainer:
-    "Trains a VPD decomposition; see the notebook for the step."
+class Trainer(TrainingLoop):
+    "Trains a VPD decomposition: subcomponents and CI function, each with its AdamW, plus the persistent adversary."
+    desc = "vpd"
 
     def __init__(self, cm: ComponentModel, ci_fn: nn.Module, config: DecompositionConfig, data: Iterable,
                  run_dir: str | Path, eval_fn: Callable | None = None, progress: bool = True):
-        self.cm, self.ci_fn, self.config = cm, ci_fn, config
-        self.run_dir, self.eval_fn, self.progress = Path(run_dir), eval_fn, progress
-        self.rank, self.world_size = _world()
+        super().__init__(run_dir, config, config.steps, config.log_every, config.save_every, config.save_every_s,
+                         config.keep_checkpoints, progress)
+        self.cm, self.ci_fn, self.eval_fn = cm, ci_fn, eval_fn
+        self.device = next(cm.components.parameters()).device
         self.stream = _BatchStream(data)
-        self.divergence = get_divergence(config.divergence)
         c = config
         self.opt_components = torch.optim.AdamW(cm.components.parameters(), lr=c.components_optimizer.lr,
                                                 betas=tuple(c.components_optimizer.betas),
@@ -431,246 +260,147 @@ class Trainer:
         a = c.adversary
         self.adversary = (PersistentPGD(a.scope, a.lr, tuple(a.betas), n_warmup=a.n_warmup, routing=a.routing,
                                         n_repeat=a.n_repeat) if a.coeff > 0 else None)
-        self.adversary_schedule = OptimizerConfig(lr=a.lr, schedule="constant", warmup_frac=a.lr_warmup_frac)
-        self.step, self.train_seconds = 0, 0.0
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.cm.components.parameters()).device
+# %% ../nbs/04_train.ipynb #774061b2
+@patch
+def train_step(self: Trainer, batch) -> dict[str, Tensor]:
+    "One optimisation step on `batch`; returns the detached losses and the total."
+    c, step = self.config, self.step
+    pairs = ((self.opt_components, c.components_optimizer, self.cm.components), (self.opt_ci, c.ci_optimizer, self.ci_fn))
+    for opt, oc, _ in pairs:
+        opt.zero_grad(set_to_none=True)
+        for group in opt.param_groups:
+            group["lr"] = scheduled_lr(oc, step, c.steps)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if c.bf16 and self.device.type == "cuda" else None
+    losses, self._last_ci = objective(self.cm, self.ci_fn, batch, c, step, self.adversary, autocast)
+    weights = loss_weights(c)
+    total = sum(weights[k] * v for k, v in losses.items())
+    total.backward()
+    if self.adversary is not None:
+        self.adversary.step()
+    average_gradients(list(self.cm.components.parameters()) + list(self.ci_fn.parameters()))
+    for opt, oc, module in pairs:
+        if oc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(list(module.parameters()), oc.grad_clip)
+        opt.step()
+    return {**{k: v.detach() for k, v in losses.items()}, "total": total.detach()}
 
-    # -- one step ------------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.config.bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+@patch
+def next_step(self: Trainer) -> dict[str, Tensor]:
+    "The loop's step: `train_step` on the next batch."
+    return self.train_step(self.stream.next())
 
-    def losses(self, batch, step: int) -> dict[str, Tensor]:
-        "All training losses on `batch` at `step` (unweighted), differentiable."
-        c, cm = self.config, self.cm
-        deltas = cm.weight_deltas() if (c.use_delta or c.delta_l2_coeff > 0) else None
-        recon_deltas = deltas if c.use_delta else None
-        out = {}
-        with self._autocast():
-            with torch.no_grad():
-                target_out, inputs = cm.target_forward(batch)
-            ci, ci_upper = causal_importances(cm, self.ci_fn, inputs)
-            if c.stochastic_coeff > 0:
-                out["stochastic_recon"] = stochastic_recon(cm, batch, target_out, ci, recon_deltas, self.divergence,
-                                                           c.stochastic_routing, c.sampling, c.n_mask_samples)
-            if c.layerwise_coeff > 0:
-                out["stochastic_recon_layerwise"] = stochastic_recon_layerwise(
-                    cm, batch, target_out, ci, recon_deltas, self.divergence, c.sampling, c.n_mask_samples)
-            if self.adversary is not None:
-                self.adversary.lr = scheduled_lr(self.adversary_schedule, step, c.steps)
-                out["adversarial_recon"] = self.adversary.loss(cm, batch, target_out, ci, recon_deltas, self.divergence)
-            if c.minimality.coeff > 0:
-                m = c.minimality
-                p = annealed_p(step, c.steps, m.p_start, m.p_end, m.anneal_start_frac, m.anneal_end_frac)
-                out["minimality"] = minimality_loss(ci_upper, p, m.beta, m.eps)
-        if c.delta_l2_coeff > 0:
-            out["delta_l2"] = delta_l2(deltas)
-        self._last_ci = ci
-        return out
+# %% ../nbs/04_train.ipynb #1300f4f2
+@patch
+def prepare(self: Trainer) -> None:
+    "Check the data before a fresh run writes anything."
+    self.stream.peek()
 
-    def _coeffs(self) -> dict[str, float]:
-        c = self.config
-        return {"stochastic_recon": c.stochastic_coeff, "stochastic_recon_layerwise": c.layerwise_coeff,
-                "adversarial_recon": c.adversary.coeff, "minimality": c.minimality.coeff,
-                "delta_l2": c.delta_l2_coeff}
+@patch
+def faithfulness_warmup(self: Trainer) -> float:
+    "Fit only U, V to the target weights with Δ-L2 before training; returns the final Δ-L2."
+    c = self.config
+    opt = torch.optim.AdamW(self.cm.components.parameters(), lr=c.faithfulness_warmup_lr,
+                            weight_decay=c.faithfulness_warmup_weight_decay)
+    for _ in range(c.faithfulness_warmup_steps):
+        opt.zero_grad(set_to_none=True)
+        loss = delta_l2(self.cm.weight_deltas())
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return delta_l2(self.cm.weight_deltas()).item()
 
-    def _average_gradients(self) -> None:
-        "Average gradients over ranks: the gradient of the global-batch loss (see *Data parallelism*)."
-        if self.world_size == 1:
-            return
-        for p in list(self.cm.components.parameters()) + list(self.ci_fn.parameters()):
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad.div_(self.world_size)
+@patch
+def start(self: Trainer) -> None:
+    "The faithfulness warm-up, logged as step 0."
+    if self.config.faithfulness_warmup_steps:
+        self.write_metrics({"step": 0, "faithfulness_warmup_delta_l2": self.faithfulness_warmup()})
 
-    def train_step(self, batch) -> dict[str, Tensor]:
-        "One optimisation step; returns the detached losses and the total."
-        c, step = self.config, self.step
-        for opt, oc in ((self.opt_components, c.components_optimizer), (self.opt_ci, c.ci_optimizer)):
-            opt.zero_grad(set_to_none=True)
-            for group in opt.param_groups:
-                group["lr"] = scheduled_lr(oc, step, c.steps)
-        losses = self.losses(batch, step)
-        coeffs = self._coeffs()
-        total = sum(coeffs[k] * v for k, v in losses.items())
-        total.backward()
-        if self.adversary is not None:
-            self.adversary.step()
-        self._average_gradients()
-        for opt, oc, params in ((self.opt_components, c.components_optimizer, self.cm.components.parameters()),
-                                (self.opt_ci, c.ci_optimizer, self.ci_fn.parameters())):
-            if oc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(list(params), oc.grad_clip)
-            opt.step()
-        return {**{k: v.detach() for k, v in losses.items()}, "total": total.detach()}
+# %% ../nbs/04_train.ipynb #1996b43d
+@patch
+def weights(self: Trainer) -> dict[str, Tensor]:
+    "The trainable tensors: subcomponents and CI function."
+    return {**{f"components.{k}": v for k, v in self.cm.components.state_dict().items()},
+            **{f"ci_fn.{k}": v for k, v in self.ci_fn.state_dict().items()}}
 
-    # -- warm-up, state, checkpoints -----------------------------------------------------------------------
-    def faithfulness_warmup(self) -> float:
-        "Fit only U, V to the target weights with Δ-L2 before training; returns the final Δ-L2."
-        c = self.config
-        opt = torch.optim.AdamW(self.cm.components.parameters(), lr=c.faithfulness_warmup_lr,
-                                weight_decay=c.faithfulness_warmup_weight_decay)
-        for _ in range(c.faithfulness_warmup_steps):
-            opt.zero_grad(set_to_none=True)
-            loss = delta_l2(self.cm.weight_deltas())
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            return delta_l2(self.cm.weight_deltas()).item()
+@patch
+def _per_rank(self: Trainer, obj) -> list:
+    "`obj` (its tensors on the CPU) from every rank, in rank order; a collective when there are several ranks."
+    obj = _to_device(obj, "cpu")
+    if self.world_size == 1:
+        return [obj]
+    gathered = [None] * self.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
-    def weights(self) -> dict[str, Tensor]:
-        "The trainable tensors: subcomponents and CI function."
-        return {**{f"components.{k}": v for k, v in self.cm.components.state_dict().items()},
-                **{f"ci_fn.{k}": v for k, v in self.ci_fn.state_dict().items()}}
+@patch
+def _set_rng_state(self: Trainer, cpu: Tensor, cuda: Tensor | None) -> None:
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, self.device)
 
-    def _per_rank(self, obj) -> list:
-        "`obj` (its tensors on the CPU) from every rank, in rank order; a collective when there are several ranks."
-        obj = _to_device(obj, "cpu")
-        if self.world_size == 1:
-            return [obj]
-        gathered = [None] * self.world_size
-        dist.all_gather_object(gathered, obj)
-        return gathered
+@patch
+def checkpoint_state(self: Trainer) -> tuple[dict[str, Tensor], dict]:
+    "Weights, both optimizers, the adversary and data position per rank, and the random state."
+    adversary = self._per_rank(self.adversary.state_dict()) if self.adversary is not None else None
+    cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+    return self.weights(), {"opt_components": self.opt_components.state_dict(), "opt_ci": self.opt_ci.state_dict(),
+                            "adversary": adversary, "rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
+                            "data": self._per_rank(self.stream.state_dict())}
 
-    def _cuda_rng_state(self) -> Tensor | None:
-        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+@patch
+def load_state(self: Trainer, tensors: Mapping[str, Tensor], state: Mapping, path: Path) -> None:
+    "Restore a checkpoint written by `checkpoint_state`."
+    own = lambda entries: entries[self.rank] if isinstance(entries, list) else entries
+    load_weights(self.cm, self.ci_fn, tensors, path)
+    self.opt_components.load_state_dict(state["opt_components"])
+    self.opt_ci.load_state_dict(state["opt_ci"])
+    if self.adversary is not None and state["adversary"] is not None:
+        self.adversary.load_state_dict(_to_device(own(state["adversary"]), self.device))
+    self._set_rng_state(state["rng"], state.get("cuda_rng"))
+    self.stream.load_state_dict(own(state["data"]))
 
-    def _set_rng_state(self, cpu: Tensor, cuda: Tensor | None) -> None:
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, self.device)
+# %% ../nbs/04_train.ipynb #b5e8d1e0
+@patch
+def _mean_over_ranks(self: Trainer, values: dict[str, Tensor]) -> dict[str, float]:
+    "Scalars averaged over ranks (each a mean over its equal share of the batch: the global-batch value)."
+    if self.world_size == 1:
+        return {k: float(v) for k, v in values.items()}
+    stacked = torch.stack([v.detach().to(self.device, torch.float64) for v in values.values()])
+    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+    return dict(zip(values, (stacked / self.world_size).tolist()))
 
-    def state(self) -> dict:
-        "The training state; a collective under data parallelism (the per-rank parts are gathered)."
-        adversary = self._per_rank(self.adversary.state_dict()) if self.adversary is not None else None
-        return {"step": self.step, "train_seconds": self.train_seconds, "world_size": self.world_size,
-                "opt_components": self.opt_components.state_dict(), "opt_ci": self.opt_ci.state_dict(),
-                "adversary": adversary, "rng": torch.get_rng_state(), "cuda_rng": self._cuda_rng_state(),
-                "data": self._per_rank(self.stream.state_dict()), "config": to_dict(self.config)}
+@patch
+def log(self: Trainer, losses: Mapping[str, Tensor]) -> dict:
+    "The metrics row: losses, training seconds, learning rates and L0 per site."
+    l0 = {n: (g > 0).float().sum(-1).mean() for n, g in self._last_ci.items()}
+    means = self._mean_over_ranks({**losses, **{f"l0.{n}": v for n, v in l0.items()}})
+    return {"step": self.step, **{k: means[k] for k in losses}, "seconds": self.train_seconds,
+            "lr_components": self.opt_components.param_groups[0]["lr"], "lr_ci": self.opt_ci.param_groups[0]["lr"],
+            "l0": {n: means[f"l0.{n}"] for n in l0}}
 
-    def save(self) -> Path | None:
-        "Checkpoint the current step: every rank takes part, rank 0 writes, and all return once it is written."
-        state = self.state()
-        path = None
-        if self.rank == 0:
-            path = save_checkpoint(self.run_dir / "checkpoints", self.step, self.weights(), state,
-                                   self.config.keep_checkpoints)
-        if self.world_size > 1:
-            dist.barrier()
-        return path
+@patch
+def after_step(self: Trainer, checkpointing: bool) -> None:
+    "Every `eval_every` steps: `eval_fn` on rank 0 as a single process, then all ranks share rank 0's random state."
+    c = self.config
+    if not (c.eval_every and self.eval_fn is not None and self.step % c.eval_every == 0):
+        return
+    if self.rank == 0:
+        with single_process():
+            self.write_metrics({"step": self.step, "eval": self.eval_fn(self)})
+    if self.world_size > 1:
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        states = [torch.get_rng_state(), cuda_rng]
+        dist.broadcast_object_list(states, src=0)
+        self._set_rng_state(*states)
 
-    def _own(self, entries):
-        "This rank's entry of a per-rank checkpoint list (older single-process checkpoints hold the entry itself)."
-        return entries[self.rank] if isinstance(entries, list) else entries
+@patch
+def summary(self: Trainer) -> dict:
+    "Steps, training time and the last logged losses."
+    return {"steps": self.step, "train_seconds": self.train_seconds,
+            "seconds_per_step": self.train_seconds / max(self.step, 1),
+            "final": {k: v for k, v in self.last_record.items() if k != "step"}}
 
-    def restore(self, path: Path) -> None:
-        "Load a checkpoint written by `save` into this trainer."
-        weights, state = load_checkpoint(path)
-        if state["config"] != to_dict(self.config):
-            diff = [k for k in state["config"] if state["config"][k] != to_dict(self.config).get(k)]
-            raise CheckpointError(f"checkpoint {path} was written with a different config (keys {diff} differ). "
-                                  "Resume with the run's own config.yaml, or choose a new output directory.")
-        if state.get("world_size", 1) != self.world_size:
-            raise CheckpointError(f"checkpoint {path} was written by {state.get('world_size', 1)} data-parallel "
-                                  f"rank(s) but this run has {self.world_size}. Resume with the same number of "
-                                  "processes, or choose a new output directory.")
-        load_weights(self.cm, self.ci_fn, weights, path)
-        self.opt_components.load_state_dict(state["opt_components"])
-        self.opt_ci.load_state_dict(state["opt_ci"])
-        if self.adversary is not None and state["adversary"] is not None:
-            self.adversary.load_state_dict(_to_device(self._own(state["adversary"]), self.device))
-        self._set_rng_state(state["rng"], state.get("cuda_rng"))
-        self.stream.load_state_dict(self._own(state["data"]))
-        self.step, self.train_seconds = state["step"], state["train_seconds"]
-
-    # -- the loop ------------------------------------------------------------------------------------------
-    def _mean_over_ranks(self, values: dict[str, Tensor]) -> dict[str, float]:
-        "Scalars averaged over ranks (each a mean over its equal share of the batch: the global-batch value)."
-        if self.world_size == 1:
-            return {k: float(v) for k, v in values.items()}
-        stacked = torch.stack([v.detach().to(self.device, torch.float64) for v in values.values()])
-        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-        return dict(zip(values, (stacked / self.world_size).tolist()))
-
-    def _log(self, losses: Mapping[str, Tensor], seconds: float) -> dict:
-        l0 = {n: (g > 0).float().sum(-1).mean() for n, g in self._last_ci.items()}
-        means = self._mean_over_ranks({**losses, **{f"l0.{n}": v for n, v in l0.items()}})
-        record = {"step": self.step, **{k: means[k] for k in losses}, "seconds": seconds,
-                  "lr_components": self.opt_components.param_groups[0]["lr"], "lr_ci": self.opt_ci.param_groups[0]["lr"],
-                  "l0": {n: means[f"l0.{n}"] for n in l0}}
-        if self.rank == 0:
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
-        return record
-
-    def _evaluate(self) -> None:
-        "Rank 0 runs `eval_fn` as a single process; then every rank continues from rank 0's random state."
-        if self.rank == 0:
-            with single_process():
-                append_jsonl(self.run_dir / "metrics.jsonl", {"step": self.step, "eval": self.eval_fn(self)})
-        if self.world_size > 1:
-            states = [torch.get_rng_state(), self._cuda_rng_state()]
-            dist.broadcast_object_list(states, src=0)
-            self._set_rng_state(*states)
-
-    def _stop_requested(self, flag: dict) -> bool:
-        "Whether any rank has been signalled to stop; all ranks agree, so they checkpoint and stop at the same step."
-        if self.world_size > 1:
-            signum = torch.tensor([flag.get("signal", 0)], device=self.device)
-            dist.all_reduce(signum, op=dist.ReduceOp.MAX)
-            if signum.item():
-                flag.setdefault("signal", int(signum.item()))
-        return bool(flag)
-
-    def run(self) -> dict:
-        "Train to `config.steps` (resuming if a checkpoint exists); returns the summary, also saved as summary.json."
-        c = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpts = list_checkpoints(self.run_dir / "checkpoints")
-        if ckpts:
-            self.restore(ckpts[-1])
-            if self.step >= c.steps and (self.run_dir / "summary.json").exists():
-                return json.loads((self.run_dir / "summary.json").read_text())
-        else:
-            if self.rank == 0:
-                atomic_write(self.run_dir / "config.yaml", c.to_yaml())
-                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            if c.faithfulness_warmup_steps:
-                warmed = self.faithfulness_warmup()
-                if self.rank == 0:
-                    append_jsonl(self.run_dir / "metrics.jsonl", {"step": 0, "faithfulness_warmup_delta_l2": warmed})
-        flag: dict = {}
-        bar = tqdm(total=c.steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="vpd")
-        record = {}
-        with stop_on_signals(flag):
-            while self.step < c.steps:
-                t0 = time.perf_counter()
-                losses = self.train_step(self.stream.next())
-                self.step += 1
-                self.train_seconds += time.perf_counter() - t0
-                bar.update(1)
-                if self.step % c.log_every == 0 or self.step == c.steps:
-                    record = self._log(losses, self.train_seconds)
-                    bar.set_postfix(loss=f"{record['total']:.4g}")
-                if c.eval_every and self.eval_fn is not None and self.step % c.eval_every == 0:
-                    self._evaluate()
-                stop = self._stop_requested(flag)
-                if self.step % c.save_every == 0 or self.step == c.steps or stop:
-                    self.save()
-                if stop:
-                    bar.close()
-                    raise TrainingInterrupted(f"stopped by signal {flag['signal']} at step {self.step}; "
-                                              f"checkpoint saved in {self.run_dir / 'checkpoints'}; rerun to resume")
-        bar.close()
-        summary = {"steps": self.step, "train_seconds": self.train_seconds,
-                   "seconds_per_step": self.train_seconds / max(self.step, 1),
-                   "final": {k: v for k, v in record.items() if k not in ("step",)}}
-        if self.rank == 0:
-            atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2))
-        return summary
 
 # %% ../nbs/04_train.ipynb #ccd893b7
 @dataclass
