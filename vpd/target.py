@@ -5,11 +5,8 @@
 # %% ../nbs/07_target.ipynb #ce391de7
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import math
-import os
 import shutil
 import time
 import warnings
@@ -21,12 +18,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
-from tqdm.auto import tqdm
 
-from .data import TokenData, atomic_write, load_probe_eval, load_tokenizer, write_json
-from .train import CheckpointError, stop_on_signals, append_jsonl, from_dict, list_checkpoints, to_dict, \
-    load_checkpoint as _load_dir, save_checkpoint as _save_dir
+from .config import from_dict, require, to_dict
+from .data import TokenData, load_probe_eval, load_tokenizer
+from .runs import (CheckpointError, TrainingLoop, average_gradients, distributed, list_checkpoints,
+                      load_checkpoint, lr_at, read_metrics, save_checkpoint)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -36,11 +32,10 @@ with warnings.catch_warnings():
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'BIAS_NAMES', 'MATRICES', 'MATRIX_HOOKS', 'MATRIX_WEIGHTS', 'TRAIN_PRESETS', 'SAMPLE_PROMPTS',
-           'TargetConfig', 'TiedUnembed', 'build_target', 'n_params', 'reference_block', 'target_hook_names',
-           'decomposition_target', 'HookedMatrixSite', 'target_sites', 'TargetTrainConfig', 'lr_at', 'checkpoint_steps',
-           'lm_loss', 'save_target_checkpoint', 'checkpoint_list', 'load_target_checkpoint', 'load_target',
-           'evaluate_ce', 'read_metrics', 'train_target', 'generate', 'continuation_logprob', 'probe_accuracy',
-           'target_report', 'target_main']
+           'TargetConfig', 'TiedUnembed', 'build_target', 'n_params', 'target_hook_names', 'decomposition_target',
+           'HookedMatrixSite', 'target_sites', 'TargetTrainConfig', 'target_lr', 'checkpoint_steps', 'lm_loss',
+           'save_target_checkpoint', 'checkpoint_list', 'load_target_checkpoint', 'load_target', 'evaluate_ce',
+           'TargetTraining', 'train_target', 'generate', 'continuation_logprob', 'probe_accuracy', 'target_report']
 
 # %% ../nbs/07_target.ipynb #cee357dd
 @dataclass
@@ -117,34 +112,6 @@ def build_target(cfg: TargetConfig, seed: int = 0, device: str = "cpu") -> Hooke
 def n_params(model: nn.Module, trainable_only: bool = True) -> int:
     "Number of (trainable) parameters, each shared parameter counted once."
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-# %% ../nbs/07_target.ipynb #bc887cfc
-def reference_block(model: HookedTransformer, layer: int, resid: torch.Tensor) -> torch.Tensor:
-    "Block `layer` of a (non-folded) target computed from its weights with textbook formulas, for testing."
-    blk, cfg = model.blocks[layer], model.cfg
-
-    def rms(x, w):
-        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + cfg.eps) * w
-
-    def rotary(x):  # x [b, t, h, d]
-        t, dh = x.shape[1], x.shape[-1]
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, dh, 2, dtype=torch.float32) / dh))
-        ang = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq[None, :]
-        cos, sin = torch.cat([ang.cos(), ang.cos()], -1)[:, None], torch.cat([ang.sin(), ang.sin()], -1)[:, None]
-        x1, x2 = x[..., :dh // 2], x[..., dh // 2:]
-        return x * cos + torch.cat([-x2, x1], -1) * sin
-
-    a = blk.attn
-    x = rms(resid, blk.ln1.w)
-    q, k, v = (rotary(torch.einsum("btm,hmd->bthd", x, a.W_Q)), rotary(torch.einsum("btm,hmd->bthd", x, a.W_K)),
-               torch.einsum("btm,hmd->bthd", x, a.W_V))
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.d_head)
-    t = resid.shape[1]
-    scores = scores.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), float("-inf"))
-    z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
-    resid = resid + torch.einsum("bqhd,hdm->bqm", z, a.W_O)
-    h = F.gelu(rms(resid, blk.ln2.w) @ blk.mlp.W_in)
-    return resid + h @ blk.mlp.W_out
 
 # %% ../nbs/07_target.ipynb #abc6e65d
 MATRICES = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down")
@@ -268,17 +235,13 @@ class TargetTrainConfig:
     seed: int = 0                 # model initialisation
     data_seed: int = 0            # batch sampling
 
+    save_every_s: float | None = 300.0  # and at least this often in wall-clock seconds
+
     def __post_init__(self):
         for key in ("steps", "batch_size", "eval_every", "eval_batches", "n_checkpoints", "save_every", "log_every"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"TargetTrainConfig.{key} must be a positive integer, got {getattr(self, key)!r}")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"TargetTrainConfig.lr must be in (0, 1), got {self.lr}")
-        if not 0 <= self.min_lr_frac <= 1:
-            raise ValueError(f"TargetTrainConfig.min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(to_dict(self), sort_keys=False)
+            require(getattr(self, key) > 0, f"TargetTrainConfig.{key} must be a positive integer, got {getattr(self, key)!r}")
+        require(0 < self.lr < 1, f"TargetTrainConfig.lr must be in (0, 1), got {self.lr}")
+        require(0 <= self.min_lr_frac <= 1, f"TargetTrainConfig.min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
 
 
 TRAIN_PRESETS = {
@@ -291,12 +254,9 @@ TRAIN_PRESETS = {
 }
 
 # %% ../nbs/07_target.ipynb #14ef9624
-def lr_at(step: int, cfg: TargetTrainConfig) -> float:
-    "Learning rate of optimizer step `step` (0-based): linear warm-up, then cosine to `min_lr_frac * lr`."
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def target_lr(step: int, cfg: TargetTrainConfig) -> float:
+    "Learning rate of optimizer step `step` (0-based): linear warm-up, then cosine to `min_lr_frac * lr` (`vpd.runs.lr_at`)."
+    return lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, "cosine", cfg.min_lr_frac)
 
 
 def checkpoint_steps(total: int, n: int) -> list[int]:
@@ -314,7 +274,7 @@ def save_target_checkpoint(run_dir: str | Path, step: int, model: nn.Module, opt
     "Write `checkpoints/step_N/` of a target run atomically (no pruning); return the directory."
     state = {"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "config": to_dict(cfg)}
-    return _save_dir(Path(run_dir) / "checkpoints", step, model.state_dict(), state, keep=1 << 30)
+    return save_checkpoint(Path(run_dir) / "checkpoints", step, model.state_dict(), state, keep=None)
 
 
 def checkpoint_list(run_dir: str | Path) -> list[int]:
@@ -331,7 +291,7 @@ def load_target_checkpoint(run_dir: str | Path, step: int | None = None) -> tupl
     path = Path(run_dir) / "checkpoints" / f"step_{steps[-1] if step is None else step}"
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; available steps: {steps}")
-    return _load_dir(path)
+    return load_checkpoint(path)
 
 
 def load_target(run_dir: str | Path, step: int | None = None, device: str = "cpu") -> HookedTransformer:
@@ -343,20 +303,6 @@ def load_target(run_dir: str | Path, step: int | None = None, device: str = "cpu
     return model.eval()
 
 # %% ../nbs/07_target.ipynb #07cc8646
-def _distributed() -> tuple[int, int, torch.device, bool]:
-    "Initialise DDP when launched by torchrun; return `(rank, world_size, device, initialised_here)`."
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    init_here = world > 1 and not torch.distributed.is_initialized()
-    if init_here:
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    return rank, world, device, init_here
-
-
 @torch.no_grad()
 def evaluate_ce(model: nn.Module, data: TokenData, batch_size: int, seq_len: int, n_batches: int) -> float:
     "Mean next-token cross-entropy (nats) over the fixed validation windows."
@@ -369,108 +315,110 @@ def evaluate_ce(model: nn.Module, data: TokenData, batch_size: int, seq_len: int
     return float(np.mean(losses))
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    "The rows of a run's `metrics.jsonl` (training rows have `train_loss`, evaluation rows `val_ce`)."
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+class TargetTraining(TrainingLoop):
+    "Next-token training of a target model: AdamW (decay on matrices only), clipping, warm-up and cosine schedule."
+    desc = "target"
 
-
-def _stop_requested(stop: dict, world: int, device: torch.device) -> bool:
-    "Whether a stop signal arrived; under DDP, whether it arrived on any rank (all ranks then stop together)."
-    if world == 1:
-        return "signal" in stop
-    flag = torch.tensor([float("signal" in stop)], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-def _prune_checkpoints(run_dir: Path, keep: set[int]):
-    "Delete checkpoints not in `keep` except the newest one."
-    steps = checkpoint_list(run_dir)
-    for s in steps[:-1]:
-        if s not in keep:
-            shutil.rmtree(run_dir / "checkpoints" / f"step_{s}")
+    def __init__(self, run_dir: str | Path, data_dir: str | Path, cfg: TargetTrainConfig,
+                 device: torch.device = torch.device("cpu"), progress: bool = True):
+        super().__init__(run_dir, cfg, cfg.steps, cfg.log_every, cfg.save_every, cfg.save_every_s, keep=None,
+                         progress=progress)
+        self.data_dir, self.device = Path(data_dir), device
+        self.train_data, self.val_data = TokenData(data_dir, "train"), TokenData(data_dir, "val")
+        require(self.train_data.vocab_size <= cfg.model.d_vocab,
+                f"the tokenizer has {self.train_data.vocab_size} tokens but TargetConfig.d_vocab is "
+                f"{cfg.model.d_vocab}: set model.d_vocab >= {self.train_data.vocab_size}")
+        require(cfg.batch_size % self.world_size == 0,
+                f"batch_size {cfg.batch_size} is not divisible by the number of processes {self.world_size}")
+        self.per_rank, self.seq_len = cfg.batch_size // self.world_size, cfg.model.n_ctx
+        self.micro = cfg.micro_batch_size or self.per_rank
+        torch.manual_seed(cfg.seed)
+        self.model = build_target(cfg.model, seed=cfg.seed, device=str(device))
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+        self.log_spaced = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
+        self.t0 = time.time()
 
 # %% ../nbs/07_target.ipynb #d61687f2
+from fastcore.basics import patch
+
+@patch
+def next_step(self: TargetTraining) -> dict[str, torch.Tensor]:
+    "One optimisation step on the global batch of this step; returns the last micro-batch's loss."
+    cfg, step = self.config, self.step
+    batch = self.train_data.batch(step, self.per_rank, self.seq_len, cfg.data_seed, self.rank, self.world_size)
+    chunks = batch.to(self.device).split(self.micro)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+    for chunk in chunks:
+        with autocast:
+            loss = lm_loss(self.model(chunk[:, :-1]), chunk) * len(chunk) / self.per_rank
+        loss.backward()
+    average_gradients(self.model.parameters())
+    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+    for g in self.opt.param_groups:
+        g["lr"] = target_lr(step, cfg)
+    self.opt.step()
+    self.opt.zero_grad(set_to_none=True)
+    self._last_chunk = len(chunks[-1])
+    return {"train_loss": loss.detach()}
+
+# %% ../nbs/07_target.ipynb #a846c3c4
+@patch
+def checkpoint_state(self: TargetTraining) -> tuple[dict, dict]:
+    "The weights, and the optimizer and random state."
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return self.model.state_dict(), {"optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                                     "cuda_rng": cuda_rng}
+
+@patch
+def load_state(self: TargetTraining, tensors, state, path: Path) -> None:
+    "Restore weights, optimizer and random state."
+    self.model.load_state_dict(tensors)
+    self.opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+
+@patch
+def extra_checkpoint(self: TargetTraining, step: int) -> bool:
+    return step in self.log_spaced
+
+@patch
+def prune(self: TargetTraining) -> None:
+    "Delete checkpoints that are neither log-spaced nor the newest."
+    for path in list_checkpoints(self.ckpt_dir)[:-1]:
+        if int(path.name[5:]) not in self.log_spaced:
+            shutil.rmtree(path)
+
+@patch
+def log(self: TargetTraining, losses) -> dict:
+    "The training row: loss of the last micro-batch (as a mean over it), learning rate, tokens seen, time."
+    step = self.step
+    return {"step": step, "train_loss": losses["train_loss"].item() * self.per_rank / self._last_chunk,
+            "lr": target_lr(step - 1, self.config), "tokens": step * self.config.batch_size * self.seq_len,
+            "time_s": round(time.time() - self.t0, 2)}
+
+@patch
+def after_step(self: TargetTraining, checkpointing: bool) -> None:
+    "Validation cross-entropy on rank 0 at checkpoints and every `eval_every` steps."
+    if self.rank == 0 and (checkpointing or self.step % self.config.eval_every == 0):
+        ce = evaluate_ce(self.model, self.val_data, self.per_rank, self.seq_len, self.config.eval_batches)
+        self.write_metrics({"step": self.step, "val_ce": ce})
+
+@patch
+def summary(self: TargetTraining) -> dict:
+    "Steps done, the data, the parameter count, this session's wall time and the last validation CE."
+    val = [r["val_ce"] for r in read_metrics(self.run_dir) if "val_ce" in r] if self.rank == 0 else []
+    return {"steps_done": self.step, "steps": self.config.steps, "data_dir": str(self.data_dir.resolve()),
+            "params": n_params(self.model), "wall_s_this_session": round(time.time() - self.t0, 1),
+            "final_val_ce": val[-1] if val else None}
+
+# %% ../nbs/07_target.ipynb #c5eecabb
 def train_target(run_dir: str | Path, data_dir: str | Path, cfg: TargetTrainConfig | None = None,
                  progress: bool = True, stop_after: int | None = None) -> dict:
     "Train (or resume) a target in `run_dir` on the token shards in `data_dir`; return the summary."
-    cfg, run_dir = cfg or TargetTrainConfig(), Path(run_dir)
-    rank, world, device, own_group = _distributed()
-    train, val = TokenData(data_dir, "train"), TokenData(data_dir, "val")
-    if train.vocab_size > cfg.model.d_vocab:
-        raise ValueError(f"the tokenizer has {train.vocab_size} tokens but TargetConfig.d_vocab is "
-                         f"{cfg.model.d_vocab}: set model.d_vocab >= {train.vocab_size}")
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
-    per_rank, seq_len = cfg.batch_size // world, cfg.model.n_ctx
-    micro = cfg.micro_batch_size or per_rank
-    torch.manual_seed(cfg.seed)
-    model = build_target(cfg.model, seed=cfg.seed, device=str(device))
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
-    start = 0
-    if checkpoint_list(run_dir):
-        weights, state = load_target_checkpoint(run_dir)
-        model.load_state_dict(weights)
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["step"]
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", cfg.to_yaml())
-        rows = read_metrics(run_dir)
-        atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if world > 1 else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    keep, stop = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints)), {}
-    t0, end = time.time(), cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(range(start, end), desc="target", disable=not progress or rank != 0, initial=start, total=cfg.steps)
-    with stop_on_signals(stop):
-        for step in bar:
-            batch = train.batch(step, per_rank, seq_len, cfg.data_seed, rank, world).to(device)
-            chunks = batch.split(micro)
-            for i, chunk in enumerate(chunks):
-                sync = world > 1 and i < len(chunks) - 1
-                with (net.no_sync() if sync else nullcontext()), autocast:
-                    loss = lm_loss(net(chunk[:, :-1]), chunk) * len(chunk) / len(batch)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            done = step + 1
-            if rank == 0 and (done % cfg.log_every == 0 or done == end):
-                row = {"step": done, "train_loss": loss.item() * len(batch) / len(chunks[-1]), "lr": lr_at(step, cfg),
-                       "tokens": done * cfg.batch_size * seq_len, "time_s": round(time.time() - t0, 2)}
-                append_jsonl(run_dir / "metrics.jsonl", row)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}")
-            stopping = _stop_requested(stop, world, device) if world == 1 or done % cfg.log_every == 0 else False
-            at_ckpt = done in keep or done % cfg.save_every == 0 or done == end or stopping
-            if rank == 0 and (at_ckpt or done % cfg.eval_every == 0):
-                ce = evaluate_ce(model, val, per_rank, seq_len, cfg.eval_batches)
-                append_jsonl(run_dir / "metrics.jsonl", {"step": done, "val_ce": ce})
-            if at_ckpt:
-                if rank == 0:
-                    save_target_checkpoint(run_dir, done, model, opt, cfg)
-                    _prune_checkpoints(run_dir, keep)
-                if world > 1:
-                    torch.distributed.barrier()
-            if stopping:
-                break
-    summary = {"steps_done": checkpoint_list(run_dir)[-1], "steps": cfg.steps, "interrupted": "signal" in stop,
-               "data_dir": str(Path(data_dir).resolve()), "params": n_params(model),
-               "wall_s_this_session": round(time.time() - t0, 1)}
-    if rank == 0:
-        summary["final_val_ce"] = next((r["val_ce"] for r in reversed(read_metrics(run_dir)) if "val_ce" in r), None)
-        write_json(run_dir / "summary.json", summary)
-    if own_group:
-        torch.distributed.destroy_process_group()
-    return summary
+    with distributed() as (rank, world, device):
+        return TargetTraining(run_dir, data_dir, cfg or TargetTrainConfig(), device, progress).run(stop_after)
 
 # %% ../nbs/07_target.ipynb #52438975
 @torch.no_grad()
@@ -541,34 +489,3 @@ def target_report(run_dir: str | Path, tokenizer_dir: str | Path | None = None, 
             "generations": {p: {"greedy": generate(model, tok, p, max_new_tokens),
                                 "sampled": generate(model, tok, p, max_new_tokens, temperature=0.8, top_k=50)}
                             for p in prompts}}
-
-# %% ../nbs/07_target.ipynb #0b6af134
-def target_main(argv: list[str] | None = None) -> int:
-    "`vpd target`: train (or resume) the target language model; return the exit status (130 when interrupted)."
-    p = argparse.ArgumentParser(prog="vpd target", description="Train or resume the Llama-style target model.")
-    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="tiny")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--data", help="tokenized corpus (default: the 'tokenizer' directory next to --out)")
-    p.add_argument("--config", help="YAML file of TargetTrainConfig fields overriding the preset")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    d = yaml.safe_load(TRAIN_PRESETS[a.preset].to_yaml())
-    if a.config:
-        over = yaml.safe_load(Path(a.config).read_text()) or {}
-        d.update({k: v for k, v in over.items() if k != "model"})
-        d["model"].update(over.get("model", {}))
-    for key, val in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr)):
-        if val is not None:
-            d[key] = val
-    cfg = from_dict(TargetTrainConfig, d, "vpd target config")
-    data = a.data or str(Path(a.out).parent / "tokenizer")
-    summary = train_target(a.out, data, cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"vpd target: {summary['steps_done']}/{cfg.steps} steps, val CE {summary.get('final_val_ce')}, "
-              f"run directory {a.out}" + (" (interrupted: run the same command to resume)" if summary["interrupted"] else ""))
-    return 130 if summary["interrupted"] else 0

@@ -18,12 +18,12 @@ import torch.nn as nn
 from fastcore.basics import patch
 from torch import Tensor
 
-from .config import ConfigError, from_dict, load_yaml, require
+from .config import from_dict, load_yaml, require
 from .core import ComponentModel, find_sites, single_process
 from .method import (PersistentPGD, annealed_p, causal_importances, delta_l2, get_divergence, make_ci_fn,
                         minimality_loss, stochastic_recon, stochastic_recon_layerwise)
-from .runs import (CheckpointError, TrainingLoop, append_jsonl, average_gradients, list_checkpoints,
-                      load_checkpoint, lr_at)
+from .runs import (CheckpointError, TrainingLoop, average_gradients, list_checkpoints, load_checkpoint,
+                      lr_at)
 
 # %% auto #0
 __all__ = ['OptimizerConfig', 'CIConfig', 'MinimalityConfig', 'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr',
@@ -134,7 +134,7 @@ def scheduled_lr(opt: OptimizerConfig, step: int, steps: int) -> float:
     "The learning rate of optimizer config `opt` at `step` of `steps`."
     return lr_at(step, steps, opt.lr, int(opt.warmup_frac * steps), opt.schedule, opt.final_frac)
 
-# %% ../nbs/04_train.ipynb #77aa16a7
+# %% ../nbs/04_train.ipynb #a7532003
 def objective(cm: ComponentModel, ci_fn: nn.Module, batch, config: DecompositionConfig, step: int,
               adversary: PersistentPGD | None = None, autocast=None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     "The unweighted loss terms on `batch` at `step` (differentiable) and the causal importances."
@@ -261,7 +261,7 @@ class Trainer(TrainingLoop):
         self.adversary = (PersistentPGD(a.scope, a.lr, tuple(a.betas), n_warmup=a.n_warmup, routing=a.routing,
                                         n_repeat=a.n_repeat) if a.coeff > 0 else None)
 
-# %% ../nbs/04_train.ipynb #774061b2
+# %% ../nbs/04_train.ipynb #e200df4c
 @patch
 def train_step(self: Trainer, batch) -> dict[str, Tensor]:
     "One optimisation step on `batch`; returns the detached losses and the total."
@@ -290,7 +290,7 @@ def next_step(self: Trainer) -> dict[str, Tensor]:
     "The loop's step: `train_step` on the next batch."
     return self.train_step(self.stream.next())
 
-# %% ../nbs/04_train.ipynb #1300f4f2
+# %% ../nbs/04_train.ipynb #2c255729
 @patch
 def prepare(self: Trainer) -> None:
     "Check the data before a fresh run writes anything."
@@ -316,7 +316,7 @@ def start(self: Trainer) -> None:
     if self.config.faithfulness_warmup_steps:
         self.write_metrics({"step": 0, "faithfulness_warmup_delta_l2": self.faithfulness_warmup()})
 
-# %% ../nbs/04_train.ipynb #1996b43d
+# %% ../nbs/04_train.ipynb #a0660b14
 @patch
 def weights(self: Trainer) -> dict[str, Tensor]:
     "The trainable tensors: subcomponents and CI function."
@@ -360,7 +360,7 @@ def load_state(self: Trainer, tensors: Mapping[str, Tensor], state: Mapping, pat
     self._set_rng_state(state["rng"], state.get("cuda_rng"))
     self.stream.load_state_dict(own(state["data"]))
 
-# %% ../nbs/04_train.ipynb #b5e8d1e0
+# %% ../nbs/04_train.ipynb #e1d8e31a
 @patch
 def _mean_over_ranks(self: Trainer, values: dict[str, Tensor]) -> dict[str, float]:
     "Scalars averaged over ranks (each a mean over its equal share of the batch: the global-batch value)."
