@@ -5,17 +5,17 @@
 # %% ../nbs/95_pipeline.ipynb #5e97f001
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import time
 from pathlib import Path
 from typing import Mapping
 
-from .train import atomic_write
+from .config import ConfigError
+from .runs import write_json
 
 # %% auto #0
-__all__ = ['PRESETS', 'lm_stages', 'repo_root', 'reproduce', 'stage_done', 'clobbered_parameters', 'reproduce_main']
+__all__ = ['PRESETS', 'lm_stages', 'repo_root', 'run_notebook', 'reproduce', 'stage_done', 'clobbered_parameters']
 
 # %% ../nbs/95_pipeline.ipynb #6394edf2
 def lm_stages(preset: str, corpus: str, vocab: int) -> list[tuple[str, dict]]:
@@ -47,11 +47,17 @@ def repo_root(start: str | Path = ".") -> Path:
     raise FileNotFoundError(f"no vpd repository (settings.ini + nbs/) at or above {here}; run from a clone of the repo")
 
 
+def run_notebook(notebook: str | Path, out: str | Path, params: Mapping, cwd: str | Path, kernel: str = "python3") -> None:
+    "Execute `notebook` headless into `out` with papermill, its `parameters` cell overridden by `params`."
+    import papermill as pm
+    pm.execute_notebook(str(notebook), str(out), parameters=dict(params), cwd=str(cwd), kernel_name=kernel,
+                        language="python", log_output=True, progress_bar=False)
+
+
 def reproduce(preset: str = "tiny", root: str | Path = ".", kernel: str = "python3", force: bool = False) -> list[Path]:
     "Execute the notebooks of `preset` in order with papermill, skipping finished stages; returns the executed copies."
-    import papermill as pm
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+        raise ConfigError(f"unknown reproduction preset {preset!r}; choose one of {list(PRESETS)}")
     root = repo_root(root)
     done, start = [], time.time()
     for notebook, params in PRESETS[preset]:
@@ -68,11 +74,9 @@ def reproduce(preset: str = "tiny", root: str | Path = ".", kernel: str = "pytho
         out.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         print(f"[{preset}] {notebook}: running -> {out}", flush=True)
-        pm.execute_notebook(str(root / "nbs" / f"{notebook}.ipynb"), str(out), parameters=params, cwd=str(root),
-                            kernel_name=kernel, language="python", log_output=True,
-                            progress_bar=False)
+        run_notebook(root / "nbs" / f"{notebook}.ipynb", out, params, root, kernel)
         seconds = time.time() - t0
-        atomic_write(record, json.dumps({"params": params, "seconds": round(seconds, 1)}, indent=2))
+        write_json(record, {"params": params, "seconds": round(seconds, 1)})
         print(f"[{preset}] {notebook}: done in {seconds:.0f} s (pipeline so far {time.time() - start:.0f} s)", flush=True)
         done.append(out)
     return done
@@ -98,14 +102,3 @@ def clobbered_parameters(notebook: str | Path, params: Mapping) -> list[str]:
             names = {n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)}
             hit |= names & set(params)
     return sorted(hit)
-
-
-def reproduce_main(argv: list[str] | None = None) -> int:
-    "`vpd reproduce [--preset P] [--force]`."
-    parser = argparse.ArgumentParser(prog="vpd reproduce", description="run the reproduction notebooks")
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS))
-    parser.add_argument("--force", action="store_true", help="rerun stages that already finished")
-    args = parser.parse_args(argv)
-    for path in reproduce(args.preset, force=args.force):
-        print(f"executed notebook: {path}")
-    return 0
