@@ -102,8 +102,8 @@ class LMBatches:
 
     def __init__(self, data: TokenData, batch_size: int, seq_len: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, device=None):
-        if batch_size % world_size:
-            raise ConfigError(f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
+        require(batch_size % world_size == 0,
+                f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
         self.data, self.per_rank, self.seq_len, self.seed = data, batch_size // world_size, seq_len, seed
         self.rank, self.world_size, self.device, self.step = rank, world_size, device, 0
 
