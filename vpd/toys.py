@@ -20,8 +20,9 @@ from torch import Tensor
 
 from .core import find_sites, insert_identity
 from .method import get_divergence, pgd_recon, stochastic_recon
-from .train import (Decomposition, DecompositionConfig, atomic_write, decompose, from_dict,
-                       load_decomposition, merge_config)
+from .config import from_dict, merge_config
+from .runs import atomic_write
+from .train import Decomposition, DecompositionConfig, decompose, load_decomposition
 
 # %% auto #0
 __all__ = ['TOYS', 'ALIVE_THRESHOLD', 'REPRODUCED', 'SparseFeatures', 'TMS', 'MLPBlock', 'ResidMLP', 'ToySpec', 'get_toy',
