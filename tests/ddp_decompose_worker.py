@@ -15,7 +15,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from vpd.method import minimality_loss, mse, stochastic_recon
-from vpd.train import DecompositionConfig, TrainingInterrupted, decompose, from_dict
+from vpd.config import from_dict
+from vpd.runs import TrainingInterrupted
+from vpd.train import DecompositionConfig, decompose
 
 GLOBAL_BATCH, D = 8, 6
 BASE = {"steps": 10, "divergence": "mse", "stochastic_routing": "uniform_k_subset", "layerwise_coeff": 1.0,

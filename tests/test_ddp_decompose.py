@@ -2,7 +2,6 @@
 whole batch (every loss on, both adversary scopes), agree on shared adversary sources, and resume exactly."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,8 @@ import pytest
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
+
+from procs import run
 
 WORKER = Path(__file__).with_name("ddp_decompose_worker.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -26,7 +27,7 @@ def runs(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for cmd in ([sys.executable, str(WORKER), str(out["one"])],
                 [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(WORKER), str(out["two"])]):
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        r = run(cmd, timeout=180, env=env)
         assert r.returncode == 0, r.stderr[-3000:]
     return out
 

@@ -1,7 +1,6 @@
 """Integration tests of the target model (vpd.target): the paper preset, DDP, and interruption by a signal."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -9,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from signal_helpers import sigterm_after_metrics
-from vpd.train import from_dict
+from procs import has_lines, run, signal_when
+from vpd.config import from_dict
 from vpd.data import SOURCES, CorpusConfig, build_corpus, fixture_cache, tokenize_corpus, train_tokenizer
 from vpd.target import (MODEL_PRESETS, TargetTrainConfig, build_target, checkpoint_list, lm_loss,
                         load_target, n_params, train_target)
@@ -55,10 +54,9 @@ def test_ddp_two_ranks_match_one_process(tokens, tmp_path):
     cfg = dict(SMALL, steps=6, eval_every=100, save_every=100)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     torchrun = Path(sys.executable).with_name("torchrun")
-    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "vpd", "target",
-                        "--out", str(tmp_path / "ddp"), "--data", str(tokens), "--config", str(tmp_path / "cfg.yaml"),
-                        "--threads", "1"], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vpd", "target", "--out", tmp_path / "ddp",
+             "--data", tokens, "--config", tmp_path / "cfg.yaml", "--threads", "1"], timeout=180,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     train_target(tmp_path / "single", tokens, from_dict(TargetTrainConfig, cfg), progress=False)
     a, b = load_target(tmp_path / "ddp"), load_target(tmp_path / "single")
@@ -68,19 +66,20 @@ def test_ddp_two_ranks_match_one_process(tokens, tmp_path):
 
 def test_sigterm_checkpoints_then_resumes(tokens, tmp_path):
     "SIGTERM ends training with a checkpoint and exit status 130; the same command then finishes the run."
-    cfg = dict(SMALL, steps=3000, eval_every=1000, save_every=1000)
+    cfg = dict(SMALL, steps=300, eval_every=100, save_every=100)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     cmd = VPD + ["target", "--out", str(tmp_path / "run"), "--data", str(tokens), "--config", str(tmp_path / "cfg.yaml"),
                  "--threads", "1"]
     metrics = tmp_path / "run" / "metrics.jsonl"
-    code, _, err = sigterm_after_metrics(cmd, metrics, 4)
-    assert code == 130, err[-2000:]
+    r = signal_when(cmd, has_lines(metrics, 4), timeout=180)
+    assert r.returncode == 130, r.stderr[-2000:]
     stopped = checkpoint_list(tmp_path / "run")[-1]
-    assert 0 < stopped < 3000
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["interrupted"] is True
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(dict(cfg, steps=stopped + 20)))
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert 0 < stopped < 300
+    assert "run the same command again to resume" in r.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()   # written only when the run is complete
+    r = run(cmd, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert checkpoint_list(tmp_path / "run")[-1] == stopped + 20
+    assert f"resuming {tmp_path / 'run'} from step {stopped}" in r.stderr
+    assert checkpoint_list(tmp_path / "run")[-1] == 300
     steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
     assert steps == sorted(steps)  # the metrics curve continues where it stopped

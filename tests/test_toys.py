@@ -1,27 +1,27 @@
 """Toy recovery and interruption/resume through the real `vpd` command line."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
 
-from signal_helpers import sigterm_after_metrics
-from vpd.train import list_checkpoints
+from procs import has_lines, run, signal_when
+from vpd.runs import list_checkpoints
 
 VPD = [str(Path(sys.executable).parent / "vpd")]   # the installed console script
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def vpd(*args, **kw):
-    return subprocess.run([*VPD, *args], env=ENV, capture_output=True, text=True, **kw)
+def vpd(*args, timeout: float = 300):
+    "Run the `vpd` command with a hard deadline."
+    return run([*VPD, *args], timeout=timeout, env=ENV)
 
 
 def test_tms_5_2_recovery(tmp_path):
     "TMS 5-2 decomposed to the SPD paper's bar: every column of W found once, at full size, with exact CI patterns."
     out = tmp_path / "tms"
-    proc = vpd("toy", "tms-5-2", "--out", str(out))          # the full 10k-step run
+    proc = vpd("toy", "tms-5-2", "--out", str(out), timeout=600)          # the full 10k-step run
     assert proc.returncode == 0, proc.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["mmcs"] >= 0.99, s
@@ -38,10 +38,10 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
     "A run killed with SIGTERM checkpoints, exits, and the rerun ends bit-for-bit where an uninterrupted run ends."
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert vpd("toy", "tms-5-2", "--out", str(whole), "--steps", "1200").returncode == 0
-    code, _, err = sigterm_after_metrics([*VPD, "toy", "tms-5-2", "--out", str(split), "--steps", "1200"],
-                                         split / "decomposition" / "metrics.jsonl", 3, env=ENV)
-    assert code == 130, err[-2000:]
-    assert "rerun to resume" in err
+    r = signal_when([*VPD, "toy", "tms-5-2", "--out", str(split), "--steps", "1200"],
+                    has_lines(split / "decomposition" / "metrics.jsonl", 3), timeout=300, env=ENV)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "rerun to resume" in r.stderr
     stopped_at = int(list_checkpoints(split / "decomposition" / "checkpoints")[-1].name[5:])
     assert 0 < stopped_at < 1200
     assert vpd("toy", "tms-5-2", "--out", str(split), "--steps", "1200").returncode == 0
