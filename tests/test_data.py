@@ -12,7 +12,7 @@ VPD = [sys.executable, "-c", "import sys; from vpd.cli import main; sys.exit(mai
 
 
 def run(args, **kw):
-    return subprocess.run(VPD + args, capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(VPD + args, capture_output=True, text=True, timeout=300, start_new_session=True, **kw)
 
 
 def test_corpus_without_apt_falls_back_and_tokenizes(tmp_path):
@@ -45,5 +45,16 @@ def test_corpus_without_apt_falls_back_and_tokenizes(tmp_path):
 
 
 def test_bad_weight_names_the_source(tmp_path):
+    "A bad input is one line on stderr and exit status 2, before anything is written."
     r = run(["corpus", "--out", str(tmp_path / "c"), "--weights", "shakespeare=1", "--no-apt"])
-    assert r.returncode != 0 and "unknown source(s) ['shakespeare']" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("vpd corpus: ") and "unknown source(s) ['shakespeare']" in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_tokenizer_without_a_corpus(tmp_path):
+    r = run(["tokenizer", "--corpus", str(tmp_path / "nothing"), "--out", str(tmp_path / "tok")])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "holds no corpus" in r.stderr and not (tmp_path / "tok").exists()
+    r = run(["tokenizer", "--corpus", str(tmp_path), "--vocab", "100", "--out", str(tmp_path / "tok")])
+    assert r.returncode == 2 and "--vocab: must be at least 257, got 100" in r.stderr

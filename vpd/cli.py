@@ -6,175 +6,442 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import resource
-import statistics
+import os
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-import torch
-import yaml
-
-from .core import find_sites
-from .toys import (SparseFeatures, TOYS, default_threads, get_toy, run_toy, toy_config, toy_target_and_sites,
-                      torch_threads)
-from .train import ComponentModel, ConfigError, Trainer, TrainingInterrupted, atomic_write, build_ci_fn
+from . import __version__
+from .config import ConfigError, load_yaml, merge_config, resolve_config, to_dict
 
 # %% auto #0
-__all__ = ['peak_rss_mib', 'bench_toy', 'time_steps', 'bench_decompose', 'build_parser', 'main']
+__all__ = ['peak_rss_mib', 'time_steps', 'bench_toy', 'bench_decompose', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #b61ac9c6
 def peak_rss_mib() -> float:
     "Peak resident memory of this process so far, in MiB (Linux reports KiB)."
+    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_toy(name: str, steps: int = 50, warmup: int = 5, work_dir: str | Path = "runs/bench",
-              threads: int | None = None) -> dict:
-    "Median seconds per VPD training step of toy `name`, samples/s and peak memory."
-    spec = get_toy(name)
-    with torch_threads(threads or default_threads(spec)):
-        return _bench_toy(spec, steps, warmup, work_dir)
-
-
-def _bench_toy(spec, steps: int, warmup: int, work_dir) -> dict:
-    name = spec.name
-    model, C = toy_target_and_sites(spec, 0, Path(work_dir) / "targets" / name)
-    sites, _ = find_sites(model, C)
-    torch.manual_seed(0)
-    cm = ComponentModel(model, sites, C, lambda m, x: m(x), dict(spec.tied))
-    config = toy_config(spec, steps=spec.steps)
-    trainer = Trainer(cm, build_ci_fn(cm, config.ci), config,
-                      SparseFeatures(spec.n_features, spec.feature_p, spec.batch_size, spec.value_range), work_dir)
-    median, p90 = time_steps(trainer, steps, warmup)
-    return {"benchmark": f"toy {name}", "seconds_per_step_median": median, "seconds_per_step_p90": p90,
-            "samples_per_second": spec.batch_size / median, "batch_size": spec.batch_size, "timed_steps": steps,
-            "full_run_steps": spec.steps, "projected_full_run_seconds": median * spec.steps,
-            "peak_rss_mib": peak_rss_mib(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def time_steps(trainer: Trainer, steps: int, warmup: int) -> tuple[float, float]:
-    "Median and 90th-percentile seconds of `steps` training steps after `warmup` untimed ones."
+def time_steps(trainer, steps: int, warmup: int) -> tuple[float, float]:
+    "Median and 90th-percentile seconds of `steps` training steps of a `vpd.train.Trainer` after `warmup` untimed ones."
+    import statistics, time
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        trainer.train_step(trainer.stream.next())
+        trainer.next_step()
         trainer.step += 1
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times), sorted(times)[int(0.9 * (len(times) - 1))]
 
 
-def bench_decompose(preset: str, target_dir: str | Path, data_dir: str | Path, steps: int = 20, warmup: int = 3,
-                    work_dir: str | Path = "runs/bench", threads: int | None = None) -> dict:
-    "Median seconds per step, tokens per second and peak memory of a language-model decomposition preset."
+def bench_toy(name: str, work_dir: str | Path, steps: int = 50, warmup: int = 5, threads: int | None = None) -> dict:
+    "Median seconds per VPD training step of toy `name`, samples/s and peak memory; the toy target is cached in `work_dir`."
+    from vpd.toys import default_threads, get_toy, torch_threads
+    spec = get_toy(name)
+    with torch_threads(threads or default_threads(spec)):
+        return _bench_toy(spec, steps, warmup, Path(work_dir))
+
+
+def _bench_toy(spec, steps: int, warmup: int, work_dir: Path) -> dict:
+    import torch
+    from vpd.core import ComponentModel, find_sites
+    from vpd.toys import SparseFeatures, toy_config, toy_target_and_sites
+    from vpd.train import Trainer, build_ci_fn
+    model, C = toy_target_and_sites(spec, 0, work_dir / "targets" / spec.name)
+    sites, _ = find_sites(model, C)
+    torch.manual_seed(0)
+    cm = ComponentModel(model, sites, C, lambda m, x: m(x), dict(spec.tied))
+    config = toy_config(spec, steps=spec.steps)
+    data = SparseFeatures(spec.n_features, spec.feature_p, spec.batch_size, spec.value_range)
+    with tempfile.TemporaryDirectory(dir=work_dir) as run_dir:
+        median, p90 = time_steps(Trainer(cm, build_ci_fn(cm, config.ci), config, data, run_dir, progress=False),
+                                 steps, warmup)
+    return {"benchmark": f"toy {spec.name}", "seconds_per_step_median": median, "seconds_per_step_p90": p90,
+            "samples_per_second": spec.batch_size / median, "batch_size": spec.batch_size, "timed_steps": steps,
+            "full_run_steps": spec.steps, "projected_full_run_seconds": median * spec.steps,
+            "peak_rss_mib": peak_rss_mib(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def bench_decompose(preset, target_dir: str | Path, data_dir: str | Path, steps: int = 20, warmup: int = 3,
+                    threads: int | None = None) -> dict:
+    "Median seconds per step, tokens per second and peak memory of a decomposition preset (a name or an `LMPreset`)."
+    import torch
+    from vpd.core import ComponentModel
     from vpd.data import TokenData
-    from vpd.decompose import LM_PRESETS, LMBatches, lm_config, lm_decomposition_parts, lm_forward
+    from vpd.decompose import LMBatches, get_lm_preset, lm_config, lm_decomposition_parts, lm_forward
+    from vpd.train import Trainer, build_ci_fn
     if threads:
         torch.set_num_threads(threads)
-    spec, config = LM_PRESETS[preset], lm_config(preset)
+    spec = get_lm_preset(preset)
+    config = lm_config(spec)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, sites, C = lm_decomposition_parts(target_dir, spec.C, device)
+    data = LMBatches(TokenData(data_dir, "train"), spec.batch_size, spec.seq_len, device=device)
     torch.manual_seed(0)
     cm = ComponentModel(model, sites, C, lm_forward)
     ci_fn = build_ci_fn(cm, config.ci)
     cm.to(device); ci_fn.to(device)
-    data = LMBatches(TokenData(data_dir, "train"), spec.batch_size, spec.seq_len, device=device)
-    median, p90 = time_steps(Trainer(cm, ci_fn, config, data, work_dir, progress=False), steps, warmup)
+    with tempfile.TemporaryDirectory() as run_dir:
+        median, p90 = time_steps(Trainer(cm, ci_fn, config, data, run_dir, progress=False), steps, warmup)
     tokens = spec.batch_size * spec.seq_len
-    return {"benchmark": f"decompose {preset}", "seconds_per_step_median": median, "seconds_per_step_p90": p90,
+    return {"benchmark": f"decompose {preset if isinstance(preset, str) else 'custom preset'}",
+            "seconds_per_step_median": median, "seconds_per_step_p90": p90,
             "tokens_per_step": tokens, "tokens_per_second": tokens / median, "timed_steps": steps,
             "full_run_steps": config.steps, "projected_full_run_seconds": median * config.steps,
             "subcomponents": sum(C.values()), "peak_rss_mib": peak_rss_mib(),
             "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
             "device": device, "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
-# %% ../nbs/90_cli.ipynb #7b29e339
-_DELEGATED = {"corpus": ("vpd.data", "corpus_main"), "tokenizer": ("vpd.data", "tokenizer_main"),
-              "target": ("vpd.target", "target_main"), "decompose": ("vpd.decompose", "decompose_main"), "reproduce": ("vpd.pipeline", "reproduce_main")}
+# %% ../nbs/90_cli.ipynb #3e0c1a52
+class _Parser(argparse.ArgumentParser):
+    "An argument parser whose usage errors are one line, `vpd <command>: <message>`, with exit status 2."
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
-def _toy(args) -> int:
+def _at_least(low: int):
+    "An argparse type: an integer >= `low`."
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return check
+
+
+def _positive(text: str) -> float:
+    "An argparse type: a number > 0."
     try:
-        overrides = yaml.safe_load(Path(args.config).read_text()) if args.config else None
-        summary = run_toy(args.name, args.out, seed=args.seed, steps=args.steps, target_seed=args.target_seed,
-                          threads=args.threads, overrides=overrides)
-    except TrainingInterrupted as e:
-        print(e, file=sys.stderr)
-        return 130
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"vpd toy: {e}", file=sys.stderr)
-        return 2
-    shown = {k: summary[k] for k in ("mmcs", "ml2r", "alive", "target_ci_error", "steps", "train_seconds")}
-    print(json.dumps(shown, indent=2))
-    print(f"summary written to {Path(args.out) / 'summary.json'}")
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _weights(text: str) -> dict[str, float]:
+    "An argparse type: `name=w,name=w` mixture weights."
+    try:
+        return {k.strip(): float(v) for k, v in (kv.split("=") for kv in text.split(",") if kv.strip())}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected name=weight pairs separated by commas, got {text!r}") from None
+
+
+def _preset(presets: dict, name: str, kind: str):
+    "`presets[name]`, or a `ConfigError` listing the `kind` presets there are."
+    if name not in presets:
+        raise ConfigError(f"unknown {kind} preset {name!r}; choose one of {list(presets)} (see `vpd presets`)")
+    return presets[name]
+
+
+def _output_dir(path: str | Path) -> Path:
+    "An output directory that exists and is writable (`vpd.runs.check_output_dir`)."
+    from vpd.runs import check_output_dir
+    return check_output_dir(path)
+
+
+def _output_file(path: str | Path) -> Path:
+    "An output file path whose folder exists and is writable, and which is not a directory."
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a directory; give the path of the JSON file to write")
+    _output_dir(path.parent)
+    return path
+
+
+def _set_threads(threads: int | None) -> None:
+    "Use `threads` torch threads (None: torch's default)."
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
+
+# %% ../nbs/90_cli.ipynb #7b29e339
+def _cmd_corpus(args) -> int:
+    from vpd.data import CORPUS_PRESETS, CorpusConfig, build_corpus
+    flags = {"max_mb": args.max_mb, "weights": args.weights, "val_frac": args.val_frac, "probe_frac": args.probe_frac,
+             "seed": args.seed, "text_dir": args.text_dir, "cache_dir": args.cache_dir,
+             "use_apt": False if args.no_apt else None}
+    cfg = resolve_config(CorpusConfig, to_dict(_preset(CORPUS_PRESETS, args.preset, "corpus")), args.config, flags,
+                         where="vpd corpus config")
+    man = build_corpus(_output_dir(args.out), cfg)
+    print(f"vpd corpus: {man['total_bytes'] / 1e6:.1f} MB in {args.out} "
+          f"(train {man['files']['train.jsonl']['docs']} docs, val {man['files']['val.jsonl']['docs']} docs)")
     return 0
 
 
-def _bench(args) -> int:
-    if args.what == "toy":
-        result = bench_toy(args.name, steps=args.steps, threads=args.threads)
-        out = Path(args.out or f"runs/bench/toy-{args.name}.json")
-        rate = f"{result['samples_per_second']:.0f} samples/s"
-    else:
-        result = bench_decompose(args.preset, args.target, args.data, steps=args.steps, threads=args.threads)
-        out = Path(args.out or f"runs/bench/decompose-{args.preset}.json")
-        rate = f"{result['tokens_per_second']:.0f} tokens/s"
-    atomic_write(out, json.dumps(result, indent=2))
+def _cmd_tokenizer(args) -> int:
+    from vpd.data import build_tokenizer
+    if not (Path(args.corpus) / "train.jsonl").exists():
+        raise FileNotFoundError(f"{args.corpus} holds no corpus (no train.jsonl); build one with "
+                                f"`vpd corpus --out {args.corpus}`")
+    meta = build_tokenizer(args.corpus, _output_dir(args.out), args.vocab)
+    if meta["probe_token_fraction"] > 0.05:
+        print(f"vpd tokenizer: warning: the probe set is {meta['probe_token_fraction']:.1%} of the tokens, more than "
+              "the intended 5%; rebuild the corpus with a smaller --probe-frac", file=sys.stderr)
+    print(f"vpd tokenizer: vocab {meta['vocab_size']}, train {meta['splits']['train']['tokens']:,} tokens, "
+          f"val {meta['splits']['val']['tokens']:,} tokens in {args.out}")
+    return 0
+
+
+def _cmd_target(args) -> int:
+    from vpd.target import TRAIN_PRESETS, TargetTrainConfig, train_target
+    flags = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}
+    cfg = resolve_config(TargetTrainConfig, to_dict(_preset(TRAIN_PRESETS, args.preset, "target")), args.config,
+                         flags, where="vpd target config")
+    data = args.data or str(Path(args.out).parent / "tokenizer")
+    _set_threads(args.threads)
+    summary = train_target(_output_dir(args.out), data, cfg, progress=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"vpd target: {summary['steps_done']}/{cfg.steps} steps, val CE {summary.get('final_val_ce')}, "
+              f"run directory {args.out}")
+    return 0
+
+
+def _cmd_decompose(args) -> int:
+    from vpd.decompose import decompose_lm, lm_config, load_lm_preset
+    from vpd.runs import distributed
+    preset = load_lm_preset(args.preset_file) if args.preset_file else args.preset
+    config = lm_config(preset, args.config, {"steps": args.steps, "seed": args.seed}, adversary=not args.no_adversary)
+    out = _output_dir(args.out)
+    _set_threads(args.threads)
+    with distributed() as (rank, world, device):
+        dec = decompose_lm(args.target, args.data, out, preset, config, device=device)
+    if rank == 0:
+        print(json.dumps(dec.summary, indent=2))
+        print(f"vpd decompose: run directory {out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from vpd.evaluate import EvalConfig, evaluate_run
+    cfg = resolve_config(EvalConfig, None, args.config, {"n_batches": args.n_batches, "seed": args.seed},
+                         where="vpd evaluate config")
+    for run in [args.run] + ([args.control] if args.control else []):
+        if not (Path(run) / "lm.json").exists():
+            raise FileNotFoundError(f"{run} is not a language-model decomposition run (no lm.json); "
+                                    "train one with `vpd decompose`")
+    _output_dir(Path(args.run) / "eval")
+    if args.figures:
+        _output_dir(args.figures)
+    results = evaluate_run(args.run, args.control, args.figures, cfg, device=args.device)
+    print(results["table3"].to_string())
+    print(f"vpd evaluate: tables and figures written to {Path(args.run) / 'eval'}"
+          + (f" and {args.figures}" if args.figures else ""))
+    return 0
+
+
+def _cmd_toy(args) -> int:
+    from vpd.toys import get_toy, run_toy, toy_config
+    flags = {k: v for k, v in {"steps": args.steps, "seed": args.seed}.items() if v is not None}
+    overrides = merge_config(load_yaml(args.config) if args.config else {}, flags)  # the toy's, YAML, then flags
+    steps, seed = overrides.get("steps"), overrides.get("seed", 0)
+    toy_config(get_toy(args.name), seed, steps, overrides)  # refuse a bad config before any work
+    summary = run_toy(args.name, _output_dir(args.out), seed=seed, steps=steps, target_seed=args.target_seed,
+                      threads=args.threads, overrides=overrides)
+    shown = {k: summary[k] for k in ("mmcs", "ml2r", "alive", "target_ci_error", "steps", "train_seconds")}
+    print(json.dumps(shown, indent=2))
+    print(f"vpd toy: summary written to {Path(args.out) / 'summary.json'}")
+    return 0
+
+# %% ../nbs/90_cli.ipynb #2f6a8e51
+def _bench_report(result: dict, rate: str, out: Path) -> None:
+    "Write a benchmark's JSON and print its table row."
+    from vpd.runs import write_json
+    write_json(out, result)
     print("| benchmark | s/step (median) | throughput | peak RSS (MiB) | projected full run (s) |")
     print("|---|---|---|---|---|")
     print(f"| {result['benchmark']} | {result['seconds_per_step_median']:.4f} | {rate} "
           f"| {result['peak_rss_mib']:.0f} | {result['projected_full_run_seconds']:.0f} |")
-    print(f"benchmark written to {out}")
+    print(f"vpd bench: benchmark written to {out}")
+
+
+def _cmd_bench_toy(args) -> int:
+    from vpd.toys import get_toy
+    get_toy(args.name)
+    out = _output_file(args.out or f"runs/bench/toy-{args.name}.json")
+    result = bench_toy(args.name, _output_dir(out.with_name(out.name + ".work")), steps=args.steps,
+                       threads=args.threads)
+    _bench_report(result, f"{result['samples_per_second']:.0f} samples/s", out)
     return 0
 
 
+def _cmd_bench_decompose(args) -> int:
+    from vpd.decompose import get_lm_preset, load_lm_preset
+    preset = load_lm_preset(args.preset_file) if args.preset_file else args.preset
+    get_lm_preset(preset)
+    out = _output_file(args.out or f"runs/bench/decompose-{args.preset}.json")
+    result = bench_decompose(preset, args.target, args.data, steps=args.steps, threads=args.threads)
+    _bench_report(result, f"{result['tokens_per_second']:.0f} tokens/s", out)
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from vpd.pipeline import PRESETS, reproduce
+    _preset(PRESETS, args.preset, "reproduction")
+    for path in reproduce(args.preset, force=args.force):
+        print(f"vpd reproduce: executed notebook {path}")
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    from vpd.data import CORPUS_PRESETS
+    from vpd.decompose import LM_PRESETS
+    from vpd.pipeline import PRESETS
+    from vpd.target import TRAIN_PRESETS
+    from vpd.toys import TOYS
+    print("toys (vpd toy NAME):")
+    for name, s in TOYS.items():
+        print(f"  {name:14} {s.kind}, {s.n_features} features, C={s.C}, {s.steps:,} steps")
+    print("corpus presets (vpd corpus --preset):")
+    for name, c in CORPUS_PRESETS.items():
+        print(f"  {name:14} " + (f"{c.max_mb:g} MB of text" if c.max_mb else "every source whole"))
+    print("target presets (vpd target --preset):")
+    for name, t in TRAIN_PRESETS.items():
+        m = t.model
+        print(f"  {name:14} {m.n_layers} layers, d_model {m.d_model}, vocab {m.d_vocab}, {t.steps:,} steps of "
+              f"{t.batch_size} x {m.n_ctx} tokens")
+    print("decomposition presets (vpd decompose --preset):")
+    for name, p in LM_PRESETS.items():
+        print(f"  {name:14} {sum(p.C.values()):,} subcomponents per layer, {p.config.get('steps', 'default')} steps of "
+              f"{p.batch_size} x {p.seq_len} tokens")
+    print("reproduction presets (vpd reproduce --preset):")
+    for name, stages in PRESETS.items():
+        print(f"  {name:14} " + " -> ".join(nb for nb, _ in stages))
+    return 0
+
+# %% ../nbs/90_cli.ipynb #6b1d3f07
+def _add_toy_commands(sub) -> None:
+    "`vpd toy` and `vpd bench ...`."
+    p = sub.add_parser("toy", help="train and decompose a toy model with known ground truth")
+    p.add_argument("name", help="toy name (see `vpd presets`)")
+    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    p.add_argument("--seed", type=_at_least(0), help="decomposition seed (default 0)")
+    p.add_argument("--target-seed", type=_at_least(0), default=0, help="seed of the toy target's training")
+    p.add_argument("--steps", type=_at_least(1), help="training steps (default: the toy's full run)")
+    p.add_argument("--config", help="YAML file of decomposition config keys overriding the toy's")
+    p.add_argument("--threads", type=_at_least(1), help="torch threads (default: 1 for TMS, torch's default otherwise)")
+    p.set_defaults(handler=_cmd_toy)
+    bench = sub.add_parser("bench", help="benchmarks that write JSON").add_subparsers(dest="what", required=True)
+    p = bench.add_parser("toy", help="seconds per training step of a toy decomposition")
+    p.add_argument("name", help="toy name (see `vpd presets`)")
+    p.add_argument("--steps", type=_at_least(1), default=50, help="timed steps")
+    p.add_argument("--out", help="JSON path (default runs/bench/toy-NAME.json)")
+    p.add_argument("--threads", type=_at_least(1), help="torch threads (default as for `vpd toy`)")
+    p.set_defaults(handler=_cmd_bench_toy)
+    p = bench.add_parser("decompose", help="seconds per step and tokens/s of a language-model decomposition")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", default="tiny", help="decomposition preset (see `vpd presets`)")
+    which.add_argument("--preset-file", help="YAML file of an LMPreset (C, batch_size, seq_len, config)")
+    p.add_argument("--target", default="runs/tiny/target", help="target run directory")
+    p.add_argument("--data", default="runs/tiny/tokenizer", help="token shard directory")
+    p.add_argument("--steps", type=_at_least(1), default=20, help="timed steps")
+    p.add_argument("--out", help="JSON path (default runs/bench/decompose-PRESET.json)")
+    p.add_argument("--threads", type=_at_least(1), default=1, help="torch threads")
+    p.set_defaults(handler=_cmd_bench_decompose)
+
+
+def _add_lm_commands(sub) -> None:
+    "The language-model stages: corpus, tokenizer, target, decompose, evaluate."
+    p = sub.add_parser("corpus", help="build the offline training corpus")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--preset", default="tiny", help="corpus preset: tiny (32 MB) or full")
+    p.add_argument("--config", help="YAML file of CorpusConfig keys")
+    p.add_argument("--max-mb", type=_positive, help="total text budget in MB (the full preset has none)")
+    p.add_argument("--weights", type=_weights, help="mixture weights, e.g. austen=3,gcide=1 (others keep theirs)")
+    p.add_argument("--val-frac", type=float, help="fraction of documents in the validation split")
+    p.add_argument("--probe-frac", type=float, help="probe bytes as a fraction of the other sources' bytes")
+    p.add_argument("--seed", type=_at_least(0))
+    p.add_argument("--text-dir", help="directory of extra .txt files to include")
+    p.add_argument("--cache-dir", help="package cache (default ~/.cache/vpd)")
+    p.add_argument("--no-apt", action="store_true", help="do not use apt: standard library and --text-dir only")
+    p.set_defaults(handler=_cmd_corpus)
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE and write the token shards")
+    p.add_argument("--corpus", required=True, help="corpus directory (from `vpd corpus`)")
+    p.add_argument("--vocab", type=_at_least(257), default=4096, help="vocabulary size")
+    p.add_argument("--out", required=True, help="output directory for tokenizer.json and the shards")
+    p.set_defaults(handler=_cmd_tokenizer)
+    p = sub.add_parser("target", help="train or resume the target language model")
+    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    p.add_argument("--preset", default="tiny", help="target preset (see `vpd presets`)")
+    p.add_argument("--data", help="token shard directory (default: the 'tokenizer' directory next to --out)")
+    p.add_argument("--config", help="YAML file of TargetTrainConfig keys (model keys under `model:`)")
+    p.add_argument("--steps", type=_at_least(1))
+    p.add_argument("--batch-size", type=_at_least(1))
+    p.add_argument("--lr", type=_positive)
+    p.add_argument("--threads", type=_at_least(1), help="torch threads per process")
+    p.set_defaults(handler=_cmd_target)
+    p = sub.add_parser("decompose", help="train or resume a decomposition of the target language model")
+    p.add_argument("--target", required=True, help="target run directory (vpd target)")
+    p.add_argument("--data", required=True, help="token shard directory (vpd tokenizer)")
+    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", default="tiny", help="decomposition preset (see `vpd presets`)")
+    which.add_argument("--preset-file", help="YAML file of an LMPreset (C, batch_size, seq_len, config)")
+    p.add_argument("--config", help="YAML file of decomposition config keys overriding the preset's")
+    p.add_argument("--steps", type=_at_least(1), help="training steps (default: the preset's)")
+    p.add_argument("--seed", type=_at_least(0), help="decomposition seed (default: the preset's)")
+    p.add_argument("--no-adversary", action="store_true", help="train without the adversarial loss (B.4 control)")
+    p.add_argument("--threads", type=_at_least(1), help="torch threads per process")
+    p.set_defaults(handler=_cmd_decompose)
+    p = sub.add_parser("evaluate", help="evaluate a decomposition: Tables 2-4, generations, B.4 comparison")
+    p.add_argument("run", help="decomposition run directory (vpd decompose); results go to RUN/eval")
+    p.add_argument("--control", help="the no-adversary control's run directory, for the B.4 comparison")
+    p.add_argument("--figures", help="also write the tables and figures to this directory")
+    p.add_argument("--config", help="YAML file of EvalConfig keys")
+    p.add_argument("--n-batches", type=_at_least(1), help="validation batches (default 8)")
+    p.add_argument("--seed", type=_at_least(0))
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(handler=_cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    "The `vpd` argument parser."
-    parser = argparse.ArgumentParser(prog="vpd", description="adVersarial Parameter Decomposition")
-    sub = parser.add_subparsers(dest="command", required=True)
-    toy = sub.add_parser("toy", help="train and decompose a toy model with known ground truth")
-    toy.add_argument("name", choices=list(TOYS))
-    toy.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
-    toy.add_argument("--seed", type=int, default=0, help="decomposition seed")
-    toy.add_argument("--target-seed", type=int, default=0, help="seed of the toy target's training")
-    toy.add_argument("--steps", type=int, default=None, help="training steps (default: the toy's full run)")
-    toy.add_argument("--config", default=None, help="YAML file of config keys overriding the toy's (see vpd.train)")
-    toy.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for TMS, torch's default otherwise)")
-    toy.set_defaults(func=_toy)
-    bench = sub.add_parser("bench", help="benchmarks that write JSON")
-    bench_sub = bench.add_subparsers(dest="what", required=True)
-    bench_toy_parser = bench_sub.add_parser("toy", help="seconds per training step of a toy decomposition")
-    bench_toy_parser.add_argument("name", choices=list(TOYS))
-    bench_toy_parser.add_argument("--steps", type=int, default=50, help="timed steps")
-    bench_toy_parser.add_argument("--out", default=None, help="JSON path (default runs/bench/toy-NAME.json)")
-    bench_toy_parser.add_argument("--threads", type=int, default=None, help="torch threads (default as for `vpd toy`)")
-    bench_toy_parser.set_defaults(func=_bench)
-    bench_lm = bench_sub.add_parser("decompose", help="seconds per step and tokens/s of a language-model decomposition")
-    bench_lm.add_argument("--preset", default="tiny", help="decomposition preset (vpd.decompose.LM_PRESETS)")
-    bench_lm.add_argument("--target", default="runs/tiny/target", help="target run directory")
-    bench_lm.add_argument("--data", default="runs/tiny/tokenizer", help="token shard directory")
-    bench_lm.add_argument("--steps", type=int, default=20, help="timed steps")
-    bench_lm.add_argument("--out", default=None, help="JSON path (default runs/bench/decompose-PRESET.json)")
-    bench_lm.add_argument("--threads", type=int, default=1, help="torch threads")
-    bench_lm.set_defaults(func=_bench)
-    for name in _DELEGATED:
-        sub.add_parser(name, help=f"see `vpd {name} --help`", add_help=False)
+    "The `vpd` argument parser (it imports no stage module)."
+    parser = _Parser(prog="vpd", description="adVersarial Parameter Decomposition")
+    parser.add_argument("--version", action="version", version=f"vpd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_lm_commands(sub)
+    _add_toy_commands(sub)
+    p = sub.add_parser("reproduce", help="run the reproduction notebooks with papermill")
+    p.add_argument("--preset", default="tiny", help="tiny, paper or toys")
+    p.add_argument("--force", action="store_true", help="rerun stages that already finished")
+    p.set_defaults(handler=_cmd_reproduce)
+    sub.add_parser("presets", help="list the toys and the corpus, target, decomposition and reproduction presets"
+                   ).set_defaults(handler=_cmd_presets)
     return parser
+
+# %% ../nbs/90_cli.ipynb #1f8e3c64
+def _exit_status(e: Exception) -> int | None:
+    "2 for an error in the input, 130 for an interrupted run, None for anything else."
+    from vpd.runs import CheckpointError, RunLocked, TrainingInterrupted
+    if isinstance(e, TrainingInterrupted):
+        return 130
+    if isinstance(e, (ValueError, OSError, CheckpointError, RunLocked)):
+        return 2
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `vpd` console script."
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in _DELEGATED:
-        module, function = _DELEGATED[argv[0]]
-        try:
-            handler = getattr(importlib.import_module(module), function)
-        except (ImportError, AttributeError):
-            print(f"vpd {argv[0]}: {module}.{function} is not available in this installation", file=sys.stderr)
-            return 2
-        return handler(argv[1:]) or 0
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    "Entry point of the `vpd` console script: run the command in `argv` (default `sys.argv[1:]`), return the exit status."
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 0
+    try:
+        return args.handler(args)
+    except Exception as e:
+        status = _exit_status(e)
+        if status is None:
+            raise
+        name = " ".join(filter(None, ["vpd", args.command, getattr(args, "what", None)]))
+        print(str(e) if status == 130 else f"{name}: {e}", file=sys.stderr)
+        return status
