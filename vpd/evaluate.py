@@ -19,10 +19,10 @@ from torch import Tensor
 
 from .core import masks_from_sources, sample_sources
 from .data import TokenData, load_tokenizer
-from .method import kl_divergence, pgd_recon
-from .target import SAMPLE_PROMPTS, lm_loss, read_metrics
-from .toys import ALIVE_THRESHOLD, spectrum_alive
-from .train import Decomposition, atomic_write
+from .method import ALIVE_THRESHOLD, kl_divergence, pgd_recon, spectrum_alive
+from .runs import atomic_write, read_metrics
+from .target import SAMPLE_PROMPTS, lm_loss
+from .train import Decomposition
 
 # %% auto #0
 __all__ = ['MASK_MODES', 'ADV_STEPS', 'GENERATION_MODES', 'seeded', 'ci_statistics', 'decomposition_table', 'plot_ci_spectra',

@@ -18,12 +18,10 @@ from .core import (ComponentModel, data_parallel, lower_leaky_hard_sigmoid, mask
                       rank_rows, sample_sources, uniform_k_subset_routes, upper_leaky_hard_sigmoid)
 
 # %% auto #0
-__all__ = ['CI_KINDS', 'DIVERGENCES', 'SCOPES', 'mlp', 'PerSubcomponentMLP', 'SharedMLP', 'GlobalMLP', 'rotary',
-           'BidirectionalBlock', 'GlobalTransformer', 'make_ci_fn', 'causal_importances', 'kl_divergence', 'mse',
-           'get_divergence', 'leading_shape', 'route_masks', 'recon_with_sources', 'random_sources', 'stochastic_recon',
-           'stochastic_recon_layerwise', 'exact_factorisation_', 'source_shape', 'expand_sources', 'broadcast_shared',
-           'global_source_grads', 'init_sources', 'pgd_recon', 'PersistentPGD', 'sum_over_ranks', 'minimality_loss',
-           'annealed_p', 'delta_l2']
+__all__ = ['CI_KINDS', 'DIVERGENCES', 'SCOPES', 'ALIVE_THRESHOLD', 'PerSubcomponentMLP', 'SharedMLP', 'GlobalMLP',
+           'GlobalTransformer', 'make_ci_fn', 'causal_importances', 'kl_divergence', 'mse', 'get_divergence',
+           'recon_with_sources', 'stochastic_recon', 'stochastic_recon_layerwise', 'exact_factorisation_', 'pgd_recon',
+           'PersistentPGD', 'minimality_loss', 'annealed_p', 'delta_l2', 'spectrum_alive', 'alive_mask']
 
 # %% ../nbs/01_method.ipynb #2064b926
 def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -33,7 +31,7 @@ def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-def mlp(d_in: int, hidden: list[int], d_out: int) -> nn.Sequential:
+def _mlp(d_in: int, hidden: list[int], d_out: int) -> nn.Sequential:
     "A GELU MLP `d_in -> *hidden -> d_out`."
     dims, layers = [d_in, *hidden], []
     for a, b in zip(dims[:-1], dims[1:]):
@@ -73,7 +71,7 @@ class SharedMLP(nn.Module):
     def __init__(self, d_in: Mapping[str, int], C: Mapping[str, int], hidden: list[int]):
         super().__init__()
         self.names = list(C)
-        self.nets = nn.ModuleDict({module_key(n): mlp(d_in[n], hidden, C[n]) for n in C})
+        self.nets = nn.ModuleDict({module_key(n): _mlp(d_in[n], hidden, C[n]) for n in C})
 
     def forward(self, inputs, acts=None) -> dict[str, Tensor]:
         return {n: self.nets[module_key(n)](inputs[n]) for n in self.names}
@@ -91,13 +89,13 @@ class GlobalMLP(nn.Module):
     def __init__(self, d_in: Mapping[str, int], C: Mapping[str, int], hidden: list[int]):
         super().__init__()
         self.names, self.C = sorted(C), dict(C)
-        self.net = mlp(sum(d_in[n] for n in self.names), hidden, sum(C.values()))
+        self.net = _mlp(sum(d_in[n] for n in self.names), hidden, sum(C.values()))
 
     def forward(self, inputs, acts=None) -> dict[str, Tensor]:
         return _split(self.net(torch.cat([inputs[n] for n in self.names], -1)), self.names, self.C)
 
 # %% ../nbs/01_method.ipynb #82fcccba
-def rotary(x: Tensor, base: float) -> Tensor:
+def _rotary(x: Tensor, base: float) -> Tensor:
     "Rotary position embedding (rotate-half convention) of `x [batch, heads, seq, d_head]`."
     d, T = x.shape[-1], x.shape[-2]
     inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
@@ -107,7 +105,7 @@ def rotary(x: Tensor, base: float) -> Tensor:
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
-class BidirectionalBlock(nn.Module):
+class _BidirectionalBlock(nn.Module):
     "Pre-norm transformer block: x + Attn(rms(x)), then x + FFN(rms(x)); attention without a causal mask."
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, rope_base: float):
@@ -122,7 +120,7 @@ class BidirectionalBlock(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         B, T, D = z.shape
         q, k, v = self.qkv(F.rms_norm(z, (D,))).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, self.rope_base), rotary(k, self.rope_base)
+        q, k = _rotary(q, self.rope_base), _rotary(k, self.rope_base)
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=False)
         z = z + self.out(attn.transpose(1, 2).reshape(B, T, D))
         return z + self.ffn(F.rms_norm(z, (D,)))
@@ -138,7 +136,7 @@ class GlobalTransformer(nn.Module):
         super().__init__()
         self.names, self.C, self.d_in, self.max_len = sorted(C), dict(C), dict(d_in), max_len
         self.project_in = nn.Linear(sum(d_in[n] for n in self.names), d_model)
-        self.blocks = nn.ModuleList(BidirectionalBlock(d_model, n_heads, d_ff or 4 * d_model, rope_base)
+        self.blocks = nn.ModuleList(_BidirectionalBlock(d_model, n_heads, d_ff or 4 * d_model, rope_base)
                                     for _ in range(n_blocks))
         self.head = nn.Linear(d_model, sum(C.values()))
 
@@ -161,7 +159,10 @@ def make_ci_fn(kind: str, d_in: Mapping[str, int], C: Mapping[str, int], hidden:
                **transformer_kwargs) -> nn.Module:
     "Build a causal-importance function of `kind` (one of `CI_KINDS`)."
     if kind == "mlp":
-        return PerSubcomponentMLP(C, hidden=(hidden or [16])[0])
+        if hidden is not None and len(hidden) != 1:
+            raise ValueError(f"the per-subcomponent 'mlp' CI function has exactly one hidden layer (1 -> h -> 1); "
+                             f"give hidden=[h], got {hidden}")
+        return PerSubcomponentMLP(C, hidden=16 if hidden is None else hidden[0])
     if kind == "shared_mlp":
         return SharedMLP(d_in, C, hidden or [])
     if kind == "global_mlp":
@@ -202,12 +203,12 @@ def get_divergence(name: str):
     return DIVERGENCES[name]
 
 # %% ../nbs/01_method.ipynb #2c2a24ab
-def leading_shape(ci: Mapping[str, Tensor]) -> tuple[int, ...]:
+def _leading_shape(ci: Mapping[str, Tensor]) -> tuple[int, ...]:
     "The batch/position dims shared by all sites' importances."
     return tuple(next(iter(ci.values())).shape[:-1])
 
 
-def route_masks(names: list[str], shape: tuple[int, ...], routing: str, device) -> dict[str, Tensor] | None:
+def _route_masks(names: list[str], shape: tuple[int, ...], routing: str, device) -> dict[str, Tensor] | None:
     "Per-site routing masks for `routing` in {'all', 'uniform_k_subset'} (None means every site is routed)."
     if routing == "all":
         return None
@@ -228,7 +229,7 @@ def recon_with_sources(cm: ComponentModel, batch, target_out: Tensor, ci: Mappin
     return divergence(out, target_out)
 
 
-def random_sources(shape: tuple[int, ...], C: int, sampling: str, device) -> Tensor:
+def _random_sources(shape: tuple[int, ...], C: int, sampling: str, device) -> Tensor:
     "Sources `[*shape, C+1]` for this rank's rows of the global batch (see `rank_rows`)."
     return rank_rows(lambda s: sample_sources(s, sampling, device), (*shape, C + 1))
 
@@ -237,11 +238,11 @@ def stochastic_recon(cm: ComponentModel, batch, target_out: Tensor, ci: Mapping[
                      deltas: Mapping[str, Tensor] | None, divergence, routing: str = "uniform_k_subset",
                      sampling: str = "continuous", n_samples: int = 1) -> Tensor:
     "Stochastic reconstruction loss with all-sites or uniform-k-subset routing, averaged over `n_samples` draws."
-    shape, device = leading_shape(ci), target_out.device
+    shape, device = _leading_shape(ci), target_out.device
     total = 0.0
     for _ in range(n_samples):
-        sources = {n: random_sources(shape, g.shape[-1], sampling, device) for n, g in ci.items()}
-        routes = route_masks(cm.names, shape, routing, device)
+        sources = {n: _random_sources(shape, g.shape[-1], sampling, device) for n, g in ci.items()}
+        routes = _route_masks(cm.names, shape, routing, device)
         total = total + recon_with_sources(cm, batch, target_out, ci, sources, deltas, divergence, routes)
     return total / n_samples
 
@@ -250,11 +251,11 @@ def stochastic_recon_layerwise(cm: ComponentModel, batch, target_out: Tensor, ci
                                deltas: Mapping[str, Tensor] | None, divergence, sampling: str = "continuous",
                                n_samples: int = 1) -> Tensor:
     "Layerwise stochastic reconstruction: one forward per site with only that site masked, averaged."
-    shape, device = leading_shape(ci), target_out.device
+    shape, device = _leading_shape(ci), target_out.device
     total = 0.0
     for _ in range(n_samples):
         for n in cm.names:
-            sources = {n: random_sources(shape, ci[n].shape[-1], sampling, device)}
+            sources = {n: _random_sources(shape, ci[n].shape[-1], sampling, device)}
             total = total + recon_with_sources(cm, batch, target_out, {n: ci[n]}, sources, deltas, divergence)
     return total / (n_samples * len(cm.names))
 
@@ -276,7 +277,7 @@ def exact_factorisation_(cm: ComponentModel) -> ComponentModel:
 SCOPES = ("per_batch_per_position", "shared_across_batch", "repeat_across_batch")
 
 
-def source_shape(scope: str, shape: tuple[int, ...], C: int, n_repeat: int = 1) -> tuple[int, ...]:
+def _source_shape(scope: str, shape: tuple[int, ...], C: int, n_repeat: int = 1) -> tuple[int, ...]:
     "The shape of one site's sources for `scope`, given the leading dims `shape` of the data."
     if scope == "per_batch_per_position":
         return (*shape, C + 1)
@@ -289,14 +290,14 @@ def source_shape(scope: str, shape: tuple[int, ...], C: int, n_repeat: int = 1) 
     raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
 
 
-def expand_sources(r: Tensor, shape: tuple[int, ...]) -> Tensor:
+def _expand_sources(r: Tensor, shape: tuple[int, ...]) -> Tensor:
     "Broadcast or tile sources to the data's leading dims."
     if r.shape[0] not in (1, shape[0]):
         r = r.repeat(shape[0] // r.shape[0], *(1 for _ in r.shape[1:]))
     return r.expand(*shape, r.shape[-1])
 
 
-def broadcast_shared(sources: Mapping[str, Tensor], scope: str) -> None:
+def _broadcast_shared(sources: Mapping[str, Tensor], scope: str) -> None:
     "Give every rank rank 0's shared-scope sources, in place (per-position sources are left alone)."
     if scope == "per_batch_per_position" or data_parallel()[1] == 1:
         return
@@ -304,7 +305,7 @@ def broadcast_shared(sources: Mapping[str, Tensor], scope: str) -> None:
         dist.broadcast(t, src=0)
 
 
-def global_source_grads(grads: Mapping[str, Tensor], scope: str) -> None:
+def _global_source_grads(grads: Mapping[str, Tensor], scope: str) -> None:
     "Turn gradients of this rank's mean loss into those of the global-batch mean loss, in place."
     world = data_parallel()[1]
     if world == 1:
@@ -315,7 +316,7 @@ def global_source_grads(grads: Mapping[str, Tensor], scope: str) -> None:
         g.div_(world)
 
 # %% ../nbs/01_method.ipynb #50c38f5b
-def init_sources(init: str, shape: tuple[int, ...], device, per_position: bool = False) -> Tensor:
+def _init_sources(init: str, shape: tuple[int, ...], device, per_position: bool = False) -> Tensor:
     "Initial sources: `random` (uniform; this rank's rows of a global draw if `per_position`), `ones` or `zeros`."
     if init == "random":
         draw = lambda s: torch.rand(s, device=device)
@@ -329,24 +330,24 @@ def pgd_recon(cm: ComponentModel, batch, target_out: Tensor, ci: Mapping[str, Te
               deltas: Mapping[str, Tensor] | None, divergence, n_steps: int = 20, step_size: float = 0.1,
               init: str = "random", scope: str = "shared_across_batch", routing: str = "all") -> Tensor:
     "Reconstruction loss under sources optimised by `n_steps` of projected sign-gradient ascent."
-    shape, device = leading_shape(ci), target_out.device
-    routes = route_masks(cm.names, shape, routing, device)
+    shape, device = _leading_shape(ci), target_out.device
+    routes = _route_masks(cm.names, shape, routing, device)
     per_position = scope == "per_batch_per_position"
-    sources = {n: init_sources(init, source_shape(scope, shape, g.shape[-1]), device, per_position)
+    sources = {n: _init_sources(init, _source_shape(scope, shape, g.shape[-1]), device, per_position)
                for n, g in ci.items()}
-    broadcast_shared(sources, scope)
+    _broadcast_shared(sources, scope)
     fixed_ci = {n: g.detach() for n, g in ci.items()}
     fixed_deltas = None if deltas is None else {n: d.detach() for n, d in deltas.items()}
     for _ in range(n_steps):
         leaves = {n: r.requires_grad_(True) for n, r in sources.items()}
         with torch.enable_grad():
             loss = recon_with_sources(cm, batch, target_out, fixed_ci,
-                                      {n: expand_sources(r, shape) for n, r in leaves.items()},
+                                      {n: _expand_sources(r, shape) for n, r in leaves.items()},
                                       fixed_deltas, divergence, routes)
             grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
-        global_source_grads(grads, scope)
+        _global_source_grads(grads, scope)
         sources = {n: (r.detach() + step_size * grads[n].sign()).clamp(0, 1) for n, r in leaves.items()}
-    return recon_with_sources(cm, batch, target_out, ci, {n: expand_sources(r, shape) for n, r in sources.items()},
+    return recon_with_sources(cm, batch, target_out, ci, {n: _expand_sources(r, shape) for n, r in sources.items()},
                               deltas, divergence, routes)
 
 # %% ../nbs/01_method.ipynb #db6481c2
@@ -366,9 +367,9 @@ class PersistentPGD:
         self._pending: dict[str, Tensor] | None = None
 
     def _ensure(self, ci: Mapping[str, Tensor]) -> None:
-        shape = leading_shape(ci)
+        shape = _leading_shape(ci)
         if self.sources:
-            want = source_shape(self.scope, shape, 0, self.n_repeat)[:-1]
+            want = _source_shape(self.scope, shape, 0, self.n_repeat)[:-1]
             have = tuple(next(iter(self.sources.values())).shape[:-1])
             if self.scope == "per_batch_per_position" and have != want:
                 raise ValueError(f"persistent sources were made for leading dims {have} but the batch has {want}; "
@@ -376,20 +377,20 @@ class PersistentPGD:
             return
         device = next(iter(ci.values())).device
         per_position = self.scope == "per_batch_per_position"
-        self.sources = {n: init_sources("random", source_shape(self.scope, shape, g.shape[-1], self.n_repeat), device,
+        self.sources = {n: _init_sources("random", _source_shape(self.scope, shape, g.shape[-1], self.n_repeat), device,
                                         per_position) for n, g in ci.items()}
-        broadcast_shared(self.sources, self.scope)
+        _broadcast_shared(self.sources, self.scope)
         self.m = {n: torch.zeros_like(r) for n, r in self.sources.items()}
         self.v = {n: torch.zeros_like(r) for n, r in self.sources.items()}
 
     def _loss(self, cm, batch, target_out, ci, deltas, divergence, leaves, routing) -> Tensor:
-        shape = leading_shape(ci)
-        routes = route_masks(cm.names, shape, routing, target_out.device)
-        return recon_with_sources(cm, batch, target_out, ci, {n: expand_sources(r, shape) for n, r in leaves.items()},
+        shape = _leading_shape(ci)
+        routes = _route_masks(cm.names, shape, routing, target_out.device)
+        return recon_with_sources(cm, batch, target_out, ci, {n: _expand_sources(r, shape) for n, r in leaves.items()},
                                   deltas, divergence, routes)
 
     def _ascend(self, grads: Mapping[str, Tensor]) -> None:
-        global_source_grads(grads, self.scope)
+        _global_source_grads(grads, self.scope)
         self.t += 1
         b1, b2 = self.betas
         for n, g in grads.items():
@@ -443,7 +444,7 @@ class _SumOverRanks(torch.autograd.Function):
         return grad
 
 
-def sum_over_ranks(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def _sum_over_ranks(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     "Per-name sums over data-parallel ranks with one differentiable all-reduce (unchanged on a single rank)."
     if data_parallel()[1] == 1:
         return dict(tensors)
@@ -454,7 +455,7 @@ def sum_over_ranks(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def minimality_loss(ci_upper: Mapping[str, Tensor], p: float, beta: float = 0.0, eps: float = 1e-12) -> Tensor:
     "Fused importance (+ `beta` x frequency) minimality of upper-leaky importances `[..., C]` over the global batch."
-    sums = sum_over_ranks({n: (g.float() + eps).pow(p).reshape(-1, g.shape[-1]).sum(0) for n, g in ci_upper.items()})
+    sums = _sum_over_ranks({n: (g.float() + eps).pow(p).reshape(-1, g.shape[-1]).sum(0) for n, g in ci_upper.items()})
     world = data_parallel()[1]
     total = 0.0
     for name, g in ci_upper.items():
@@ -465,17 +466,41 @@ def minimality_loss(ci_upper: Mapping[str, Tensor], p: float, beta: float = 0.0,
 
 def annealed_p(step: int, steps: int, p_start: float, p_end: float | None,
                start_frac: float = 0.0, end_frac: float = 1.0) -> float:
-    "The minimality exponent at `step`: `p_start` until `start_frac`, linear to `p_end` at `end_frac`."
+    "The minimality exponent at `step`: `p_start` until `start_frac`, linear to `p_end`, reached at `end_frac`."
     if p_end is None:
         return p_start
+    if not 0 <= start_frac <= end_frac:
+        raise ValueError(f"p annealing needs 0 <= start_frac <= end_frac, got {start_frac} and {end_frac}")
     frac = step / max(steps, 1)
-    if frac <= start_frac:
-        return p_start
     if frac >= end_frac:
         return p_end
+    if frac <= start_frac:
+        return p_start
     return p_start + (p_end - p_start) * (frac - start_frac) / (end_frac - start_frac)
 
 # %% ../nbs/01_method.ipynb #42c424db
 def delta_l2(deltas: Mapping[str, Tensor]) -> Tensor:
     "Sum of squared Δ entries over all sites divided by the number of decomposed parameters."
     return sum(d.pow(2).sum() for d in deltas.values()) / sum(d.numel() for d in deltas.values())
+
+# %% ../nbs/01_method.ipynb #8ca2ae3d
+ALIVE_THRESHOLD = 1e-6
+
+
+def spectrum_alive(mean: Tensor, min_gap_decades: float = 1.0, threshold: float = ALIVE_THRESHOLD) -> int:
+    "Subcomponents above the sharpest drop of the sorted log10 mean-CI spectrum (the `threshold` count if no drop)."
+    above = mean.detach().float()
+    above = above[above > threshold]
+    logs = above.log10().sort(descending=True).values
+    if len(logs) < 2:
+        return len(logs)
+    drops = logs[:-1] - logs[1:]
+    i = int(drops.argmax())
+    return i + 1 if drops[i] >= min_gap_decades else len(logs)
+
+
+def alive_mask(mean: Tensor, min_gap_decades: float = 1.0, threshold: float = ALIVE_THRESHOLD) -> Tensor:
+    "Which subcomponents are alive at the spectrum's cutoff: the `spectrum_alive` largest mean CIs (bool `[C]`)."
+    keep = torch.zeros(len(mean), dtype=torch.bool)
+    keep[mean.detach().float().argsort(descending=True)[:spectrum_alive(mean, min_gap_decades, threshold)]] = True
+    return keep

@@ -19,19 +19,18 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .core import find_sites, insert_identity
-from .method import get_divergence, pgd_recon, stochastic_recon
+from .method import ALIVE_THRESHOLD, alive_mask, get_divergence, pgd_recon, spectrum_alive, stochastic_recon
 from .config import from_dict, merge_config
 from .runs import atomic_write
 from .train import Decomposition, DecompositionConfig, decompose, load_decomposition
 
 # %% auto #0
-__all__ = ['TOYS', 'ALIVE_THRESHOLD', 'REPRODUCED', 'SparseFeatures', 'TMS', 'MLPBlock', 'ResidMLP', 'ToySpec', 'get_toy',
-           'resid_labels', 'build_target', 'train_target', 'mmcs_ml2r', 'identity_ci_error', 'dense_ci_error',
-           'dense_on_fraction', 'ci_pattern_error', 'probe_ci', 'mean_ci', 'spectrum_alive', 'alive_mask',
-           'alive_counts', 'toy_target_and_sites', 'toy_config', 'eval_losses', 'held_out_batch', 'toy_scores',
-           'torch_threads', 'default_threads', 'run_toy', 'load_toy', 'ordered_columns', 'plot_probe_ci',
-           'plot_ci_spectrum', 'plot_weights', 'neuron_contributions', 'plot_neuron_contributions', 'results_table',
-           'save_toy_figures']
+__all__ = ['TOYS', 'REPRODUCED', 'SparseFeatures', 'TMS', 'MLPBlock', 'ResidMLP', 'ToySpec', 'get_toy', 'resid_labels',
+           'build_target', 'train_target', 'mmcs_ml2r', 'identity_ci_error', 'dense_ci_error', 'dense_on_fraction',
+           'ci_pattern_error', 'probe_ci', 'mean_ci', 'alive_counts', 'toy_target_and_sites', 'toy_config',
+           'eval_losses', 'held_out_batch', 'toy_scores', 'torch_threads', 'default_threads', 'run_toy', 'load_toy',
+           'ordered_columns', 'plot_probe_ci', 'plot_ci_spectrum', 'plot_weights', 'neuron_contributions',
+           'plot_neuron_contributions', 'results_table', 'save_toy_figures']
 
 # %% ../nbs/05_toys.ipynb #90b379fe
 class SparseFeatures:
@@ -304,9 +303,6 @@ def ci_pattern_error(ci: Tensor, pattern: tuple[str, int], tol: float = 0.1) -> 
     return identity_ci_error(ci, tol) if kind == "identity" else dense_ci_error(ci, k, tol)
 
 # %% ../nbs/05_toys.ipynb #8669dd36
-ALIVE_THRESHOLD = 1e-6
-
-
 def probe_ci(dec: Decomposition, n_features: int, value: float = 0.75) -> dict[str, Tensor]:
     "CI `[n_features, C]` per site when one feature at a time is set to `value`."
     return dec.causal_importances(torch.eye(n_features) * value)[1]
@@ -316,25 +312,6 @@ def mean_ci(dec: Decomposition, batch: Tensor) -> dict[str, Tensor]:
     "Mean causal importance of every subcomponent over `batch`, per site."
     _, ci = dec.causal_importances(batch)
     return {n: g.reshape(-1, g.shape[-1]).mean(0) for n, g in ci.items()}
-
-
-def spectrum_alive(mean: Tensor, min_gap_decades: float = 1.0, threshold: float = ALIVE_THRESHOLD) -> int:
-    "Subcomponents above the sharpest drop of the sorted log10 mean-CI spectrum (the `threshold` count if no drop)."
-    above = mean.detach().float()
-    above = above[above > threshold]
-    logs = above.log10().sort(descending=True).values
-    if len(logs) < 2:
-        return len(logs)
-    drops = logs[:-1] - logs[1:]
-    i = int(drops.argmax())
-    return i + 1 if drops[i] >= min_gap_decades else len(logs)
-
-
-def alive_mask(mean: Tensor, min_gap_decades: float = 1.0, threshold: float = ALIVE_THRESHOLD) -> Tensor:
-    "Which subcomponents are alive at the spectrum's cutoff: the `spectrum_alive` largest mean CIs (bool `[C]`)."
-    keep = torch.zeros(len(mean), dtype=torch.bool)
-    keep[mean.detach().float().argsort(descending=True)[:spectrum_alive(mean, min_gap_decades, threshold)]] = True
-    return keep
 
 
 def alive_counts(dec: Decomposition, batch: Tensor, threshold: float = ALIVE_THRESHOLD) -> dict[str, dict[str, int]]:
