@@ -1,12 +1,12 @@
 """The `vpd` command line: usage and input errors are one line on stderr with exit status 2, found before any work."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import procs
 from vpd.cli import main
 
 
@@ -143,13 +143,12 @@ def test_version_and_presets(capsys):
 def test_help_is_fast_and_imports_no_stage_module():
     "`vpd --help` answers without importing torch or any stage module."
     vpd = Path(sys.executable).with_name("vpd")
-    done = subprocess.run([str(vpd), "--help"], capture_output=True, text=True, timeout=60, start_new_session=True)
+    done = procs.run([vpd, "--help"], timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("usage: vpd"), done.stderr
     probe = ("import sys; from vpd.cli import main; status = main(['--help']); "
              "heavy = [m for m in ('torch', 'vpd.runs', 'vpd.train', 'vpd.target') if m in sys.modules]; "
              "sys.exit(f'imported {heavy}' if heavy else status)")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                          start_new_session=True)
+    done = procs.run([sys.executable, "-c", probe], timeout=60)
     assert done.returncode == 0, done.stderr
 
 

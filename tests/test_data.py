@@ -1,18 +1,18 @@
 """Integration tests of the corpus and tokenizer command lines (vpd.data)."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 
+import procs
 from vpd.data import EOT, TokenData, load_tokenizer, read_documents
 
 VPD = [sys.executable, "-c", "import sys; from vpd.cli import main; sys.exit(main())"]
 
 
-def run(args, **kw):
-    return subprocess.run(VPD + args, capture_output=True, text=True, timeout=300, start_new_session=True, **kw)
+def run(args, env=None):
+    return procs.run(VPD + args, timeout=300, env=env)
 
 
 def test_corpus_without_apt_falls_back_and_tokenizes(tmp_path):

@@ -4,7 +4,6 @@ same global batch agree."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from procs import run
 from vpd.cli import main
 from vpd.config import merge_config, to_dict
 from vpd.decompose import LM_PRESETS, LMPreset
@@ -97,7 +97,7 @@ def _decompose(cmd_prefix, target, data, preset, out, steps=6):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = cmd_prefix + ["-m", "vpd", "decompose", "--preset-file", str(preset), "--target", str(target),
                         "--data", str(data), "--out", str(out), "--steps", str(steps), "--threads", "1"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, start_new_session=True)
+    done = run(cmd, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return load_file(list_checkpoints(out / "checkpoints")[-1] / "weights.safetensors")
 
