@@ -23,7 +23,7 @@ from .core import ComponentModel, find_sites, single_process
 from .method import (PersistentPGD, annealed_p, causal_importances, delta_l2, get_divergence, make_ci_fn,
                         minimality_loss, stochastic_recon, stochastic_recon_layerwise)
 from .runs import (CheckpointError, TrainingLoop, average_gradients, list_checkpoints, load_checkpoint,
-                      lr_at)
+                      lr_at, progress)
 
 # %% auto #0
 __all__ = ['OptimizerConfig', 'CIConfig', 'MinimalityConfig', 'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr',
@@ -302,11 +302,14 @@ def faithfulness_warmup(self: Trainer) -> float:
     c = self.config
     opt = torch.optim.AdamW(self.cm.components.parameters(), lr=c.faithfulness_warmup_lr,
                             weight_decay=c.faithfulness_warmup_weight_decay)
+    bar = progress(c.faithfulness_warmup_steps, desc="faithfulness warm-up", enabled=self.show_progress and self.rank == 0)
     for _ in range(c.faithfulness_warmup_steps):
         opt.zero_grad(set_to_none=True)
         loss = delta_l2(self.cm.weight_deltas())
         loss.backward()
         opt.step()
+        bar.update(1)
+    bar.close()
     with torch.no_grad():
         return delta_l2(self.cm.weight_deltas()).item()
 
