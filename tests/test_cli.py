@@ -166,3 +166,17 @@ def test_toy_with_a_corrupt_or_mismatched_checkpoint(capsys, tmp_path):
     (newest / "weights.safetensors").write_bytes(b"not a safetensors file")
     result = run(capsys, "toy", "tms-5-2", "--out", run_dir, "--steps", "4")
     assert_one_line_error(result, "vpd toy: checkpoint", "is corrupt")
+
+
+def test_interrupted_toy_exits_130_and_resumes(tmp_path):
+    "SIGTERM during `vpd toy` checkpoints and exits with 130; the same command then finishes the run."
+    run_dir = tmp_path / "run"
+    cmd = [Path(sys.executable).with_name("vpd"), "toy", "tms-5-2", "--out", run_dir, "--steps", "600"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the second row of metrics.jsonl is the first training row (the first is the warm-up's, at step 0)
+    done = procs.signal_when(cmd, procs.has_lines(run_dir / "decomposition" / "metrics.jsonl", 2), timeout=240, env=env)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "run the same command again to resume" in done.stderr.splitlines()[-1]
+    done = procs.run(cmd, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 600

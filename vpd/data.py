@@ -26,10 +26,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from .config import ConfigError, require
-from .runs import atomic_write, write_json
+from .runs import atomic_write, progress as progress_bar, write_json
 
 # %% auto #0
 __all__ = ['SOURCES', 'DEFAULT_WEIGHTS', 'CORPUS_PRESETS', 'EOT', 'repo_path', 'Source', 'default_cache_dir', 'load_probe_eval',
@@ -452,7 +451,8 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig | None = None, progress:
               + (" and --text-dir" if cfg.text_dir else ""), file=sys.stderr)
     weights = {n: cfg.weights[n] for n in SOURCES if cfg.weights.get(n, 0) > 0} | ({"user": 1.0} if cfg.text_dir else {})
     seen, available, sources = set(), {}, {}
-    for name in tqdm(weights, desc="corpus sources", disable=not progress):
+    bar = progress_bar(len(weights), desc="corpus sources", enabled=progress)
+    for name in weights:
         if name == "user":
             raw = list(_user_text_documents(cfg.text_dir))
             info = {"packages": {}, "license": "user-supplied", "kind": "user", "status": "ok", "path": cfg.text_dir}
@@ -466,6 +466,8 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig | None = None, progress:
                 docs.append(d)
         available[name] = docs
         sources[name] = {**info, "available_docs": len(docs), "available_bytes": sum(len(d.encode()) for d in docs)}
+        bar.update(1)
+    bar.close()
     total_w = sum(w for n, w in weights.items() if available[n])  # the budget goes to the sources that have text
     if not total_w:
         raise ConfigError(f"no corpus source produced any text: {json.dumps(sources, indent=1)}; "
@@ -569,9 +571,10 @@ def tokenize_corpus(corpus_dir: str | Path, tok_dir: str | Path, progress: bool 
         rows = list(read_documents(corpus_dir, split))
 
         def write(tmp_path: Path, rows=rows, split=split):
-            n = 0
+            n, bar = 0, progress_bar(len(rows), desc=f"tokenize {split}", enabled=progress)
             with open(tmp_path, "wb") as f:
-                for i in tqdm(range(0, len(rows), chunk), desc=f"tokenize {split}", disable=not progress):
+                for i in range(0, len(rows), chunk):
+                    bar.update(len(rows[i:i + chunk]))
                     enc = tok.encode_batch([t for _, t in rows[i:i + chunk]])
                     for (source, _), e in zip(rows[i:i + chunk], enc):
                         ids = np.asarray(e.ids + [eot], dtype=dtype)
@@ -579,6 +582,7 @@ def tokenize_corpus(corpus_dir: str | Path, tok_dir: str | Path, progress: bool 
                         n += len(ids)
                         per = meta["source_tokens"].setdefault(source, {"train": 0, "val": 0})
                         per[split] += len(ids)
+            bar.close()
             meta["splits"][split] = {"file": f"{split}.bin", "tokens": n}
 
         atomic_write(tok_dir / f"{split}.bin", write)
@@ -598,6 +602,8 @@ class TokenData:
                                     f"`vpd tokenizer --corpus CORPUS_DIR --out {tok_dir}`")
         self.meta = json.loads(path.read_text())
         require(split in self.meta["splits"], f"unknown split {split!r}; allowed: {sorted(self.meta['splits'])}")
+        require(self.meta["splits"][split]["tokens"] > 0, f"the {split} split of {tok_dir} holds no tokens; build a "
+                                                          "larger corpus (or one with a larger validation fraction)")
         self.tokens = np.memmap(Path(tok_dir) / self.meta["splits"][split]["file"], dtype=self.meta["dtype"], mode="r")
         self.vocab_size = self.meta["vocab_size"]
 
