@@ -245,7 +245,7 @@ def cmp_bytes(pa: Path, pb: Path):
 def comparer(rel: Path):
     "(kind, function) for a relative path, or None for files that are not compared."
     name = rel.name
-    if name in SKIP or name.endswith((".log", ".png", ".tmp")):
+    if name in SKIP or name.endswith((".log", ".png", ".tmp", ".lock", ".csv")):  # the CSVs repeat results.json
         return None
     if name.endswith(".safetensors"):
         return "tensors", cmp_safetensors

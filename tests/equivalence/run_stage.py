@@ -13,6 +13,8 @@ Stages (each writes under OUT/<stage>/, and OUT/stages.json records how each wen
 * target:    vpd.target.train_target on the `tiny` preset for 40 steps (eval and save every 20, a log row per step).
 * decompose: vpd.decompose.decompose_lm of that target, `tiny` preset, 30 steps (a log row per step,
              a checkpoint every 10 steps, all kept).
+* evaluate:  vpd.evaluate.evaluate_run of that decomposition with a small EvalConfig (2 validation batches,
+             PGD with 5 and 10 steps, 8 generated tokens) into OUT/decompose/eval.
 * toys:      vpd.toys.run_toy for tms-5-2 and resid-mlp-1, 60 steps each (their targets are trained too).
 
 With --trace, a global optimizer post-step hook appends one line per optimizer step to OUT/trace.jsonl:
@@ -47,7 +49,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-STAGES = ("shards", "target", "decompose", "toys")
+STAGES = ("shards", "target", "decompose", "evaluate", "toys")
 DEFAULT_STAGES = STAGES
 TARGET_STEPS, DECOMPOSE_STEPS, TOY_STEPS = 40, 30, 60
 TOYS = ("tms-5-2", "resid-mlp-1")
@@ -55,15 +57,25 @@ VOCAB = 4096
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def call_with_accepted(fn, *args, **kwargs):
-    "Call `fn`, dropping keyword arguments its signature does not take (signatures differ between versions)."
+OPTIONAL_KWARGS = {"progress"}  # the only arguments that may be dropped: they change no number
+
+
+def takes(fn, name: str) -> bool:
+    "Whether `fn` accepts the keyword argument `name`."
     params = inspect.signature(fn).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        dropped = sorted(k for k in kwargs if k not in params)
-        if dropped:
-            print(f"  note: {fn.__module__}.{fn.__name__} takes no {dropped}; not passed", flush=True)
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def call_with_accepted(fn, *args, **kwargs):
+    "Call `fn`, dropping the optional keyword arguments its signature does not take; refuse to drop any other."
+    dropped = sorted(k for k in kwargs if not takes(fn, k))
+    lost = [k for k in dropped if k not in OPTIONAL_KWARGS]
+    if lost:
+        raise TypeError(f"{fn.__module__}.{fn.__name__}{inspect.signature(fn)} takes no {lost}: "
+                        "adapt run_stage.py to this version (the run would not be comparable)")
+    if dropped:
+        print(f"  note: {fn.__module__}.{fn.__name__} takes no {dropped}; not passed", flush=True)
+    return fn(*args, **{k: v for k, v in kwargs.items() if k not in dropped})
 
 
 def jsonable(obj):
@@ -180,8 +192,22 @@ def stage_decompose(out: Path, data: Path, tok: Path, target_dir: Path | None = 
     "Decompose OUT/target (or `target_dir`) with the tiny LM preset for 30 steps into OUT/decompose."
     import vpd.decompose as Dc
     overrides = {"log_every": 1, "save_every": 10, "keep_checkpoints": 10}
-    return call_with_accepted(Dc.decompose_lm, target_dir or out / "target", tok, out / "decompose", preset="tiny",
-                              overrides=overrides, steps=DECOMPOSE_STEPS, seed=0, progress=False)
+    target_dir = target_dir or out / "target"
+    if takes(Dc.decompose_lm, "overrides"):  # f137ad3: preset, overrides, steps and seed are arguments
+        return call_with_accepted(Dc.decompose_lm, target_dir, tok, out / "decompose", preset="tiny",
+                                  overrides=overrides, steps=DECOMPOSE_STEPS, seed=0, progress=False)
+    # later: the caller resolves the config (preset, then overrides) and passes it
+    config = call_with_accepted(Dc.lm_config, "tiny", overrides={**overrides, "steps": DECOMPOSE_STEPS, "seed": 0})
+    return call_with_accepted(Dc.decompose_lm, target_dir, tok, out / "decompose", preset="tiny", config=config,
+                              progress=False)
+
+
+def stage_evaluate(out: Path, data: Path, tok: Path):
+    "Tables 2-4, the source curve and generations of OUT/decompose, with a small evaluation budget."
+    import vpd.evaluate as E
+    cfg = E.EvalConfig(n_batches=2, adv_steps=(5, 10), max_new_tokens=8, gen_adv_steps=5)
+    results = call_with_accepted(E.evaluate_run, out / "decompose", cfg=cfg, device="cpu")
+    return {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in results.items()}
 
 
 def stage_toys(out: Path, data: Path, tok: Path):
@@ -231,7 +257,7 @@ def main(argv=None) -> int:
     info["data"] = {"dir": str(a.data.resolve()), "wall_s": round(time.time() - t0, 1)}
     save()
     tracer = Tracer(a.out / "trace.jsonl" if a.trace else None)
-    runners = {"shards": stage_shards, "target": stage_target, "toys": stage_toys,
+    runners = {"shards": stage_shards, "target": stage_target, "evaluate": stage_evaluate, "toys": stage_toys,
                "decompose": lambda o, d, t: stage_decompose(o, d, t, a.target_dir)}
     failed = False
     for stage in [s for s in STAGES if s in stages]:
