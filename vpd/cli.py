@@ -294,7 +294,7 @@ def _cmd_reproduce(args) -> int:
 
 def _cmd_presets(args) -> int:
     from vpd.data import CORPUS_PRESETS
-    from vpd.decompose import LM_PRESETS
+    from vpd.decompose import LM_PRESETS, lm_config
     from vpd.pipeline import PRESETS
     from vpd.target import TRAIN_PRESETS
     from vpd.toys import TOYS
@@ -311,7 +311,7 @@ def _cmd_presets(args) -> int:
               f"{t.batch_size} x {m.n_ctx} tokens")
     print("decomposition presets (vpd decompose --preset):")
     for name, p in LM_PRESETS.items():
-        print(f"  {name:14} {sum(p.C.values()):,} subcomponents per layer, {p.config.get('steps', 'default')} steps of "
+        print(f"  {name:14} {sum(p.C.values()):,} subcomponents per layer, {lm_config(name).steps:,} steps of "
               f"{p.batch_size} x {p.seq_len} tokens")
     print("reproduction presets (vpd reproduce --preset):")
     for name, stages in PRESETS.items():
