@@ -51,4 +51,20 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
 
 def test_bad_toy_name_is_a_clear_error():
     proc = vpd("toy", "tms-3-3", "--out", "unused")
-    assert proc.returncode == 2 and "invalid choice: 'tms-3-3'" in proc.stderr
+    assert proc.returncode == 2 and "unknown toy 'tms-3-3'; choose one of ['tms-5-2'" in proc.stderr, proc.stderr
+
+
+def test_corrupt_or_mismatched_checkpoints_are_one_line_errors(tmp_path):
+    "A corrupt decomposition checkpoint, a target made for another toy, and a corrupt target file: exit 2, one line."
+    out = tmp_path / "run"
+    assert vpd("toy", "tms-5-2", "--out", str(out), "--steps", "20").returncode == 0
+    (out / "decomposition" / "checkpoints" / "step_20" / "state.pt").write_bytes(b"garbage")
+    (out / "decomposition" / "summary.json").unlink()
+    checks = [(["tms-5-2"], "step_20 is corrupt"), (["tms-5-2-id"], "holds a toy target made for 'tms-5-2'")]
+    for args, message in checks:
+        proc = vpd("toy", *args, "--out", str(out), "--steps", "20")
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    (out / "target" / "target.json").write_text("{")
+    proc = vpd("toy", "tms-5-2", "--out", str(out), "--steps", "20")
+    assert proc.returncode == 2 and f"{out / 'target' / 'target.json'} is unreadable" in proc.stderr, proc.stderr

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -18,19 +20,19 @@ from safetensors.torch import load_file, save_file
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from .config import from_dict, merge_config, to_dict
 from .core import find_sites, insert_identity
 from .method import ALIVE_THRESHOLD, alive_mask, get_divergence, pgd_recon, spectrum_alive, stochastic_recon
-from .config import from_dict, merge_config
-from .runs import atomic_write
+from .runs import CheckpointError, TrainingLoop, atomic_write
 from .train import Decomposition, DecompositionConfig, decompose, load_decomposition
 
 # %% auto #0
 __all__ = ['TOYS', 'REPRODUCED', 'SparseFeatures', 'TMS', 'MLPBlock', 'ResidMLP', 'ToySpec', 'get_toy', 'resid_labels',
-           'build_target', 'train_target', 'mmcs_ml2r', 'identity_ci_error', 'dense_ci_error', 'dense_on_fraction',
-           'ci_pattern_error', 'probe_ci', 'mean_ci', 'alive_counts', 'toy_target_and_sites', 'toy_config',
-           'eval_losses', 'held_out_batch', 'toy_scores', 'torch_threads', 'default_threads', 'run_toy', 'load_toy',
-           'ordered_columns', 'plot_probe_ci', 'plot_ci_spectrum', 'plot_weights', 'neuron_contributions',
-           'plot_neuron_contributions', 'results_table', 'save_toy_figures']
+           'build_target', 'ToyTargetRun', 'ToyTargetTraining', 'train_target', 'mmcs_ml2r', 'identity_ci_error',
+           'dense_ci_error', 'dense_on_fraction', 'ci_pattern_error', 'probe_ci', 'mean_ci', 'alive_counts',
+           'toy_target_and_sites', 'toy_config', 'eval_losses', 'held_out_batch', 'toy_scores', 'torch_threads',
+           'default_threads', 'run_toy', 'load_toy', 'ordered_columns', 'plot_probe_ci', 'plot_ci_spectrum',
+           'plot_weights', 'neuron_contributions', 'plot_neuron_contributions', 'results_table', 'save_toy_figures']
 
 # %% ../nbs/05_toys.ipynb #90b379fe
 class SparseFeatures:
@@ -191,42 +193,6 @@ def resid_labels(x: Tensor) -> Tensor:
     return x + F.relu(x)
 
 
-def _train_tms(spec: ToySpec, seed: int) -> TMS:
-    torch.manual_seed(seed)
-    W = nn.Parameter(nn.init.xavier_normal_(torch.empty(spec.width, spec.n_features)))
-    b = nn.Parameter(torch.zeros(spec.n_features))
-    opt = torch.optim.AdamW([W, b], lr=spec.target_lr, weight_decay=0.01)
-    data = SparseFeatures(spec.n_features, spec.feature_p, spec.target_batch, spec.value_range, seed=seed + 10_000)
-    for _ in range(spec.target_steps):
-        x = data.sample(spec.target_batch)
-        loss = (F.relu(x @ W.T @ W + b) - x).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    model = TMS(spec.n_features, spec.width)
-    with torch.no_grad():
-        model.linear1.weight.copy_(W)
-        model.linear2.weight.copy_(W.T)
-        model.linear2.bias.copy_(b)
-    return model
-
-
-def _train_resid(spec: ToySpec, seed: int) -> ResidMLP:
-    torch.manual_seed(seed)
-    model = ResidMLP(spec.n_features, spec.d_embed, spec.width, spec.n_layers, seed=seed)
-    opt = torch.optim.AdamW(model.layers.parameters(), lr=spec.target_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.target_steps)
-    data = SparseFeatures(spec.n_features, spec.feature_p, spec.target_batch, spec.value_range, seed=seed + 10_000)
-    for _ in range(spec.target_steps):
-        x = data.sample(spec.target_batch)
-        loss = (model(x) - resid_labels(x)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model
-
-
 def build_target(spec: ToySpec, seed: int = 0) -> nn.Module:
     "An untrained target of `spec`'s architecture (weights are loaded or trained separately)."
     if spec.kind == "tms":
@@ -234,22 +200,118 @@ def build_target(spec: ToySpec, seed: int = 0) -> nn.Module:
     return ResidMLP(spec.n_features, spec.d_embed, spec.width, spec.n_layers, seed=seed)
 
 
-def train_target(spec: ToySpec, seed: int = 0, cache_dir: str | Path | None = None) -> nn.Module:
-    "Train `spec`'s target with `seed`, reusing `cache_dir/model.safetensors` if it was made with the same spec."
-    key = {"spec": json.loads(json.dumps(asdict(spec))), "seed": seed}
-    if cache_dir is not None:
-        cache_dir = Path(cache_dir)
-        meta, weights = cache_dir / "target.json", cache_dir / "model.safetensors"
-        if meta.exists() and weights.exists() and json.loads(meta.read_text()) == key:
-            model = build_target(spec, seed)
-            model.load_state_dict(load_file(weights))
-            return model
-    model = _train_tms(spec, seed) if spec.kind == "tms" else _train_resid(spec, seed)
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, cache_dir / ".model.tmp")
-        (cache_dir / ".model.tmp").replace(cache_dir / "model.safetensors")
-        atomic_write(cache_dir / "target.json", json.dumps(key, indent=2))
+@dataclass
+class ToyTargetRun:
+    "What a toy target's training depends on (its run's `config.yaml`): the toy's spec and the training seed."
+    spec: ToySpec
+    seed: int = 0
+
+# %% ../nbs/05_toys.ipynb #110b0a84
+class ToyTargetTraining(TrainingLoop):
+    "Trains a toy target in `run_dir`: TMS with tied weights, residual MLPs on `x + relu(x)`; resumable."
+
+    def __init__(self, spec: ToySpec, seed: int, run_dir: str | Path, progress: bool = True):
+        steps = spec.target_steps
+        super().__init__(run_dir, ToyTargetRun(spec, seed), steps, log_every=max(1, steps // 20),
+                         save_every=max(1, steps // 4), keep=1, progress=progress)
+        self.spec, self.desc = spec, f"{spec.name} target"
+        torch.manual_seed(seed)
+        if spec.kind == "tms":   # W and the bias; linear2 is W's transpose, so one matrix is trained
+            self.params = {"W": nn.Parameter(nn.init.xavier_normal_(torch.empty(spec.width, spec.n_features))),
+                           "b": nn.Parameter(torch.zeros(spec.n_features))}
+            self.opt = torch.optim.AdamW(self.params.values(), lr=spec.target_lr, weight_decay=0.01)
+            self.schedule = None
+        else:
+            self.resid = build_target(spec, seed)
+            self.params = dict(self.resid.layers.named_parameters())
+            self.opt = torch.optim.AdamW(self.resid.layers.parameters(), lr=spec.target_lr, weight_decay=0.01)
+            self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, steps)
+        self.data = SparseFeatures(spec.n_features, spec.feature_p, spec.target_batch, spec.value_range,
+                                   seed=seed + 10_000)
+
+    def loss(self, x: Tensor) -> Tensor:
+        "The training loss on inputs `x`."
+        if self.spec.kind == "tms":
+            W, b = self.params["W"], self.params["b"]
+            return (F.relu(x @ W.T @ W + b) - x).pow(2).mean()
+        return (self.resid(x) - resid_labels(x)).pow(2).mean()
+
+    def next_step(self) -> dict[str, Tensor]:
+        loss = self.loss(self.data.sample(self.spec.target_batch))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.schedule is not None:
+            self.schedule.step()
+        return {"loss": loss.detach()}
+
+    def log(self, losses: Mapping[str, Tensor]) -> dict:
+        return {"step": self.step, "train_loss": float(losses["loss"])}
+
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict]:
+        return ({k: p.detach() for k, p in self.params.items()},
+                {"optimizer": self.opt.state_dict(), "data": self.data.state_dict(),
+                 "schedule": None if self.schedule is None else self.schedule.state_dict()})
+
+    def load_state(self, tensors: Mapping[str, Tensor], state: Mapping, path: Path) -> None:
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(tensors[k])
+        self.opt.load_state_dict(state["optimizer"])
+        self.data.load_state_dict(state["data"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+
+    def model(self) -> nn.Module:
+        "The trained target as a module (for TMS, `linear2` gets `W`'s transpose)."
+        if self.spec.kind != "tms":
+            return self.resid
+        model = TMS(self.spec.n_features, self.spec.width)
+        with torch.no_grad():
+            model.linear1.weight.copy_(self.params["W"])
+            model.linear2.weight.copy_(self.params["W"].T)
+            model.linear2.bias.copy_(self.params["b"])
+        return model
+
+# %% ../nbs/05_toys.ipynb #17684ca9
+def _finished_target(spec: ToySpec, seed: int, cache_dir: Path) -> nn.Module:
+    "The finished target in `cache_dir`, checked against `spec` and `seed`; `CheckpointError` naming the bad file."
+    meta, weights = cache_dir / "target.json", cache_dir / "model.safetensors"
+    fix = f"delete {cache_dir} to train the target again, or choose another output directory"
+    try:
+        saved = json.loads(meta.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"toy target file {meta} is unreadable ({type(e).__name__}: {str(e)[:120]}); {fix}") from None
+    want = to_dict(ToyTargetRun(spec, seed))
+    if saved != want:
+        spec_saved = saved.get("spec") if isinstance(saved, dict) and isinstance(saved.get("spec"), dict) else {}
+        differ = sorted(k for k in want["spec"] if spec_saved.get(k) != want["spec"][k])
+        raise CheckpointError(f"{cache_dir} holds a toy target made for {spec_saved.get('name')!r} with seed "
+                              f"{saved.get('seed') if isinstance(saved, dict) else None}, not for {spec.name!r} with "
+                              f"seed {seed}" + (f" (spec keys {differ} differ)" if differ else "") + f"; {fix}")
+    model = build_target(spec, seed)
+    try:
+        model.load_state_dict(load_file(weights))
+    except Exception as e:
+        raise CheckpointError(f"toy target file {weights} is missing or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''}); {fix}") from None
+    return model
+
+
+def train_target(spec: ToySpec, seed: int = 0, cache_dir: str | Path | None = None, progress: bool = True) -> nn.Module:
+    "Train `spec`'s target with `seed` in `cache_dir` (resuming a stopped run), or reuse the finished one there."
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory() as d:
+            return train_target(spec, seed, d, progress)
+    cache_dir = Path(cache_dir)
+    if (cache_dir / "target.json").exists():
+        return _finished_target(spec, seed, cache_dir)
+    loop = ToyTargetTraining(spec, seed, cache_dir, progress)
+    loop.run()
+    model = loop.model()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, cache_dir / ".model.tmp")
+    (cache_dir / ".model.tmp").replace(cache_dir / "model.safetensors")
+    atomic_write(cache_dir / "target.json", json.dumps(to_dict(loop.config), indent=2))
     return model
 
 # %% ../nbs/05_toys.ipynb #498e5412
@@ -321,9 +383,9 @@ def alive_counts(dec: Decomposition, batch: Tensor, threshold: float = ALIVE_THR
             "above_threshold": {n: int((m > threshold).sum()) for n, m in means.items()}}
 
 # %% ../nbs/05_toys.ipynb #a570ee7a
-def toy_target_and_sites(spec: ToySpec, seed: int, cache_dir) -> tuple[nn.Module, dict[str, int]]:
+def toy_target_and_sites(spec: ToySpec, seed: int, cache_dir, progress: bool = True) -> tuple[nn.Module, dict[str, int]]:
     "The trained target of `spec` (identity inserted if asked) and `{site: C}`."
-    model = train_target(spec, seed, cache_dir)
+    model = train_target(spec, seed, cache_dir, progress)
     if spec.identity:
         insert_identity(model, "linear2")
     return model, {s: spec.C for s in spec.sites()}
@@ -402,7 +464,7 @@ def _run_toy(spec: ToySpec, out: Path, seed: int, steps: int | None, target_seed
              overrides: dict | None) -> dict:
     name = spec.name
     config = toy_config(spec, seed, steps, overrides)
-    model, C = toy_target_and_sites(spec, target_seed, out / "target")
+    model, C = toy_target_and_sites(spec, target_seed, out / "target", progress)
     data = SparseFeatures(spec.n_features, spec.feature_p, spec.batch_size, spec.value_range, seed=seed)
     sites, _ = find_sites(model, C)
     dec = decompose(model, None, lambda m, x: m(x), data, config, out / "decomposition", sites=sites, C=C,
@@ -417,7 +479,7 @@ def _run_toy(spec: ToySpec, out: Path, seed: int, steps: int | None, target_seed
 def load_toy(name: str, out: str | Path, target_seed: int = 0) -> tuple[nn.Module, Decomposition]:
     "The target and trained decomposition of a finished `run_toy` in `out`."
     spec, out = get_toy(name), Path(out)
-    model, C = toy_target_and_sites(spec, target_seed, out / "target")
+    model, C = toy_target_and_sites(spec, target_seed, out / "target", progress=False)
     sites, _ = find_sites(model, C)
     return model, load_decomposition(model, out / "decomposition", lambda m, x: m(x), sites=sites, C=C,
                                      tied=dict(spec.tied))
