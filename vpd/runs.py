@@ -448,7 +448,8 @@ def run(self: TrainingLoop, stop_after: int | None = None) -> dict:
     "Train to `steps` (resuming from the newest checkpoint); return the summary."
     end = self.steps if stop_after is None else min(self.steps, stop_after)
     summary_path = self.run_dir / "summary.json"
-    with run_lock(self.run_dir) if self.rank == 0 else nullcontext():
+    flag: dict = {}
+    with run_lock(self.run_dir) if self.rank == 0 else nullcontext(), stop_on_signals(flag):
         ckpts = list_checkpoints(self.ckpt_dir)
         if ckpts:
             self.resume(ckpts[-1])
@@ -463,41 +464,39 @@ def run(self: TrainingLoop, stop_after: int | None = None) -> dict:
                 atomic_write(self.run_dir / "config.yaml", config_yaml(self.config))
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             self.start()
-        self._train_until(end)
+        self._train_until(end, flag)
         summary = self.summary()
         if self.rank == 0 and self.step >= self.steps:
             write_json(summary_path, summary)
         return summary
 
 @patch
-def _train_until(self: TrainingLoop, end: int) -> None:
-    "Steps up to `end`, with logging, checkpoints and signal handling."
-    flag: dict = {}
+def _train_until(self: TrainingLoop, end: int, flag: dict) -> None:
+    "Steps up to `end`, with logging and checkpoints; a signal recorded in `flag` checkpoints and stops."
     bar = progress(self.steps, self.step, self.desc, self.show_progress and self.rank == 0)
     last_save = time.monotonic()
-    with stop_on_signals(flag):
-        while self.step < end:
-            t0 = time.perf_counter()
-            losses = self.next_step()
-            self.step += 1
-            self.train_seconds += time.perf_counter() - t0
-            bar.update(1)
-            if self.step % self.log_every == 0 or self.step == end:
-                record = self.log(losses)
-                if record is not None:
-                    self.write_metrics(record)
-                    self.last_record = record
-                    bar.set_postfix(**{k: f"{v:.4g}" for k, v in record.items() if k in ("total", "train_loss")})
-            time_due = self.save_every_s is not None and time.monotonic() - last_save >= self.save_every_s
-            stop, time_due = self.agree(flag, time_due)
-            due = (self.step % self.save_every == 0 or self.step == end or stop or time_due
-                   or self.extra_checkpoint(self.step))
-            self.after_step(due)
-            if due:
-                self.save()
-                last_save = time.monotonic()
-            if stop:
-                bar.close()
-                raise TrainingInterrupted(f"stopped by signal {flag['signal']} at step {self.step}; checkpoint "
-                                          f"saved in {self.ckpt_dir}; run the same command again to resume")
+    while self.step < end:
+        t0 = time.perf_counter()
+        losses = self.next_step()
+        self.step += 1
+        self.train_seconds += time.perf_counter() - t0
+        bar.update(1)
+        if self.step % self.log_every == 0 or self.step == end:
+            record = self.log(losses)
+            if record is not None:
+                self.write_metrics(record)
+                self.last_record = record
+                bar.set_postfix(**{k: f"{v:.4g}" for k, v in record.items() if k in ("total", "train_loss")})
+        time_due = self.save_every_s is not None and time.monotonic() - last_save >= self.save_every_s
+        stop, time_due = self.agree(flag, time_due)
+        due = (self.step % self.save_every == 0 or self.step == end or stop or time_due
+               or self.extra_checkpoint(self.step))
+        self.after_step(due)
+        if due:
+            self.save()
+            last_save = time.monotonic()
+        if stop:
+            bar.close()
+            raise TrainingInterrupted(f"stopped by signal {flag['signal']} at step {self.step}; checkpoint "
+                                      f"saved in {self.ckpt_dir}; run the same command again to resume")
     bar.close()
