@@ -37,7 +37,7 @@ nbdev-test: install
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 pytest: install
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests -m "not slow"
 
 reproduce: install
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/vpd reproduce --preset $(PRESET)

@@ -43,8 +43,8 @@ def test_run_returns_output_and_status():
 def test_timeout_kills_the_whole_tree(tmp_path):
     pidfile = tmp_path / "child.pid"
     start = time.monotonic()
-    with pytest.raises(Hung, match="ran past 3 s"):
-        run([sys.executable, "-c", TREE, str(pidfile)], timeout=3)
+    with pytest.raises(Hung, match="ran past 2 s"):
+        run([sys.executable, "-c", TREE, str(pidfile)], timeout=2)
     assert time.monotonic() - start < 10
     assert wait_gone(int(pidfile.read_text())), "the grandchild in its own session survived"
 
@@ -71,7 +71,7 @@ def test_signal_when_signals_the_group_once_ready(tmp_path):
 def test_signal_when_cleans_up_if_the_condition_never_comes(tmp_path):
     pidfile = tmp_path / "child.pid"
     with pytest.raises(Hung, match="condition not met"):
-        signal_when([sys.executable, "-c", TREE, str(pidfile)], has_lines(tmp_path / "never", 1), timeout=3)
+        signal_when([sys.executable, "-c", TREE, str(pidfile)], has_lines(tmp_path / "never", 1), timeout=2)
     assert wait_gone(int(pidfile.read_text()))
 
 
@@ -86,4 +86,4 @@ def test_a_process_that_ignores_the_signal_is_killed(tmp_path):
               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
               f"open({str(log)!r}, 'w').write('up\\n'); time.sleep(600)\n")
     with pytest.raises(Hung, match="did not exit"):
-        signal_when([sys.executable, "-c", script], has_lines(log, 1), timeout=3)
+        signal_when([sys.executable, "-c", script], has_lines(log, 1), timeout=2)

@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from procs import has_lines, run, signal_when
@@ -34,6 +35,7 @@ def final_weights(run: Path) -> dict:
     return load_file(list_checkpoints(run / "decomposition" / "checkpoints")[-1] / "weights.safetensors")
 
 
+@pytest.mark.slow   # resuming exactly is also tested by 03_runs, 05_toys (targets) and test_target.py (the command line)
 def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
     "A run killed with SIGTERM checkpoints, exits, and the rerun ends bit-for-bit where an uninterrupted run ends."
     whole, split = tmp_path / "whole", tmp_path / "split"
@@ -41,7 +43,7 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
     r = signal_when([*VPD, "toy", "tms-5-2", "--out", str(split), "--steps", "1200"],
                     has_lines(split / "decomposition" / "metrics.jsonl", 3), timeout=300, env=ENV)
     assert r.returncode == 130, r.stderr[-2000:]
-    assert "rerun to resume" in r.stderr
+    assert "run the same command again to resume" in r.stderr
     stopped_at = int(list_checkpoints(split / "decomposition" / "checkpoints")[-1].name[5:])
     assert 0 < stopped_at < 1200
     assert vpd("toy", "tms-5-2", "--out", str(split), "--steps", "1200").returncode == 0
