@@ -55,5 +55,8 @@ def test_data_and_target_load_no_decomposition_code(module):
 
 def test_top_level_names_resolve():
     import vpd
+    import vpd.cli, vpd.decompose, vpd.evaluate, vpd.pipeline  # importing submodules must not shadow a name
     for name in vpd.__all__:
         assert getattr(vpd, name).__name__ == name
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert not modules & set(vpd.__all__), "a top-level name that is also a module name gets shadowed on import"

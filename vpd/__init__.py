@@ -1,7 +1,8 @@
 """adVersarial Parameter Decomposition (VPD): decompose a network's weight matrices into rank-1 subcomponents.
 
 The names below are the ones a user needs; each is imported from its module on first use, so `import vpd` (and
-`vpd --help`) stays fast and importing one module does not pull in the others. The modules, in the order of
+`vpd --help`) stays fast and importing one module does not pull in the others. The one-call entry point for any
+model is `vpd.train.decompose` (not re-exported here: `vpd.decompose` is the language-model module). The modules, in the order of
 the notebooks: `vpd.core`, `vpd.method`, `vpd.config`, `vpd.runs`, `vpd.train`, `vpd.toys`, `vpd.data`,
 `vpd.target`, `vpd.decompose`, `vpd.evaluate`, `vpd.cli`, `vpd.pipeline`.
 """
@@ -11,8 +12,7 @@ _EXPORTS = {
     "ComponentModel": "vpd.core", "find_sites": "vpd.core",
     "ConfigError": "vpd.config",
     "CheckpointError": "vpd.runs", "RunLocked": "vpd.runs", "TrainingInterrupted": "vpd.runs",
-    "DecompositionConfig": "vpd.train", "Decomposition": "vpd.train", "decompose": "vpd.train",
-    "load_decomposition": "vpd.train",
+    "DecompositionConfig": "vpd.train", "Decomposition": "vpd.train", "load_decomposition": "vpd.train",
     "run_toy": "vpd.toys", "load_toy": "vpd.toys",
     "TargetTrainConfig": "vpd.target", "train_target": "vpd.target", "load_target": "vpd.target",
     "decompose_lm": "vpd.decompose", "load_lm_decomposition": "vpd.decompose",
