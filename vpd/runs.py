@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401  before any group exists (see "Signals and data parallelism")
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
