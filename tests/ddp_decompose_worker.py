@@ -4,7 +4,7 @@
 `torchrun --nproc_per_node 2 ddp_decompose_worker.py OUT` runs the same on two gloo ranks with half the rows each.
 Every run writes its run directory under OUT (`ppgd`, `shared`, and with several ranks `resume`: the `ppgd` run
 interrupted by SIGTERM on rank 1 only, then resumed, each rank writing `interrupted_rank{r}.txt`); each rank also
-writes `minimality_rank{r}.pt`."""
+writes `minimality_rank{r}.pt`, and with several ranks `threads_rank{r}.txt`, its thread names after the group is destroyed."""
 import os
 import signal
 import sys
@@ -87,6 +87,12 @@ def minimality_check(out: Path, rank: int, world: int) -> None:
     torch.save({"loss": loss.detach(), "grad": w.grad}, out / f"minimality_rank{rank}.pt")
 
 
+def thread_names() -> list[str]:
+    "Names of this process's threads (Linux): gloo's are `pt_gloo_runloop` and `gloo_tcp_loop` while its group lives."
+    tasks = Path("/proc/self/task")
+    return sorted((tasks / t / "comm").read_text().strip() for t in os.listdir(tasks))
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     if "LOCAL_RANK" in os.environ:
@@ -102,6 +108,7 @@ def main(out: Path) -> None:
             (out / f"interrupted_rank{rank}.txt").write_text(str(e))
             run(out / "resume", SCOPES["ppgd"], rank, world)
         dist.destroy_process_group()
+        (out / f"threads_rank{rank}.txt").write_text("\n".join(thread_names()))
 
 
 if __name__ == "__main__":

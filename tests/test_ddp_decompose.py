@@ -105,3 +105,11 @@ def test_minimality_over_two_ranks_is_the_global_batch_loss(runs):
         two = torch.load(runs["two"] / f"minimality_rank{rank}.pt")
         torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-6, atol=0)
         torch.testing.assert_close(two["grad"], one["grad"], rtol=1e-5, atol=1e-7)
+
+
+def test_destroying_the_group_stops_its_threads(runs):
+    """After destroy_process_group no gloo thread is left: nothing else may hold the group. A gloo worker alive at
+    interpreter exit can drop a tensor's Python object there, which needs the GIL and aborts the process."""
+    for rank in (0, 1):
+        names = (runs["two"] / f"threads_rank{rank}.txt").read_text().split()
+        assert not [n for n in names if "gloo" in n], f"rank {rank} threads after destroy_process_group: {names}"
