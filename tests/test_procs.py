@@ -1,7 +1,6 @@
 """The subprocess helpers of the tests: deadlines hold and nothing is left running, even a grandchild in its own
 session (as torchrun starts its ranks)."""
 import os
-import signal
 import sys
 import time
 
