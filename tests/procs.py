@@ -51,16 +51,30 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def _finished(pid: int) -> bool:
+    "Whether process `pid` has ended (gone, or a zombie waiting to be reaped)."
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
 def _dump_stacks(pids: list[int], env: dict | None) -> None:
-    "With faulthandler enabled in `env`, SIGABRT each process so it prints its Python stacks; give them a moment."
+    """With faulthandler enabled in `env`, SIGABRT each process so it prints its Python stacks.
+
+    One process at a time, each after the previous one has ended (at most 2 s each): the processes share one
+    stderr, and stacks written at the same moment would interleave line by line."""
     if not (env if env is not None else os.environ).get("PYTHONFAULTHANDLER"):
         return
     for pid in pids:
         try:
             os.kill(pid, signal.SIGABRT)
         except ProcessLookupError:
-            pass
-    time.sleep(2)
+            continue
+        deadline = time.monotonic() + 2
+        while not _finished(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def kill_tree(proc: subprocess.Popen) -> list[int]:
