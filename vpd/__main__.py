@@ -6,7 +6,6 @@
 __all__ = []
 
 # %% ../nbs/99_main.ipynb #4bcc4ba1
-#| eval: false
 import sys
 
 from .cli import main
