@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from procs import Hung, has_lines, run, signal_when
+from procs import Hung, _finished, has_lines, run, signal_when
 
 # Deadline of the tests that kill a tree of Python processes: long enough for two interpreters to start and
 # reach their sleep on a loaded 2-core machine (the tests assert where the tree was when it was killed).
@@ -21,21 +21,12 @@ time.sleep(600)
 """
 
 
-def alive(pid: int) -> bool:
-    "Whether `pid` is a living (not zombie) process."
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def wait_gone(pid: int, seconds: float = 5.0) -> bool:
     "Whether `pid` is gone within `seconds` (a killed orphan is reaped by init shortly after)."
     deadline = time.monotonic() + seconds
-    while alive(pid) and time.monotonic() < deadline:
+    while not _finished(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not alive(pid)
+    return _finished(pid)
 
 
 def test_run_returns_output_and_status():
