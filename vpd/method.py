@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -13,15 +14,17 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.profiler import record_function
 
 from .core import (ComponentModel, data_parallel, lower_leaky_hard_sigmoid, masks_from_sources, module_key,
                       rank_rows, sample_sources, uniform_k_subset_routes, upper_leaky_hard_sigmoid)
 
 # %% auto #0
 __all__ = ['CI_KINDS', 'DIVERGENCES', 'SCOPES', 'ALIVE_THRESHOLD', 'PerSubcomponentMLP', 'SharedMLP', 'GlobalMLP',
-           'GlobalTransformer', 'make_ci_fn', 'causal_importances', 'kl_divergence', 'mse', 'get_divergence',
-           'recon_with_sources', 'stochastic_recon', 'stochastic_recon_layerwise', 'exact_factorisation_', 'pgd_recon',
-           'PersistentPGD', 'minimality_loss', 'annealed_p', 'delta_l2', 'spectrum_alive', 'alive_mask']
+           'GlobalTransformer', 'make_ci_fn', 'causal_importances', 'KLTarget', 'kl_divergence', 'mse',
+           'get_divergence', 'prepare_target', 'recon_with_sources', 'stochastic_recon', 'stochastic_recon_layerwise',
+           'exact_factorisation_', 'pgd_recon', 'PersistentPGD', 'minimality_loss', 'annealed_p', 'delta_l2',
+           'spectrum_alive', 'alive_mask']
 
 # %% ../nbs/01_method.ipynb #2064b926
 def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -181,11 +184,44 @@ def causal_importances(cm: ComponentModel, ci_fn: nn.Module, inputs: Mapping[str
             {n: upper_leaky_hard_sigmoid(z) for n, z in logits.items()})
 
 # %% ../nbs/01_method.ipynb #dad8e0d6
-def kl_divergence(pred: Tensor, target: Tensor) -> Tensor:
-    "Mean over positions of KL(softmax(target) || softmax(pred)) for logits `[..., vocab]`."
-    logp_target = target.float().log_softmax(-1)
-    logp_pred = pred.float().log_softmax(-1)
-    return (logp_target.exp() * (logp_target - logp_pred)).sum(-1).mean()
+@dataclass
+class KLTarget:
+    "A target distribution prepared once for many KL evaluations: its probabilities and Σ p log p per position."
+    probs: Tensor
+    neg_entropy: Tensor
+
+    @classmethod
+    def from_logits(cls, logits: Tensor) -> "KLTarget":
+        "Prepare target `logits [..., vocab]` in fp32; the target is a constant (no gradient flows into it)."
+        with torch.autocast(logits.device.type, enabled=False):
+            logp = logits.detach().log_softmax(-1, dtype=torch.float32)
+            probs = logp.exp()
+            return cls(probs, torch.linalg.vecdot(probs, logp))
+
+
+class _KLFromLogits(torch.autograd.Function):
+    "Mean KL(target || softmax(pred)) in fp32, its gradient `(softmax(pred) - p) / n` written out: one log-softmax pass."
+
+    @staticmethod
+    def forward(ctx, pred: Tensor, probs: Tensor, neg_entropy: Tensor) -> Tensor:
+        with torch.autocast(pred.device.type, enabled=False):
+            logq = pred.log_softmax(-1, dtype=torch.float32)
+            ctx.save_for_backward(logq, probs)
+            ctx.pred_dtype = pred.dtype
+            return (neg_entropy - torch.linalg.vecdot(probs, logq)).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        logq, probs = ctx.saved_tensors
+        positions = logq.numel() // logq.shape[-1]
+        return logq.exp().sub_(probs).mul_(grad / positions).to(ctx.pred_dtype), None, None
+
+
+def kl_divergence(pred: Tensor, target: Tensor | KLTarget) -> Tensor:
+    "Mean over positions of KL(softmax(target) || softmax(pred)) for logits `[..., vocab]` (or a prepared `KLTarget`)."
+    if not isinstance(target, KLTarget):
+        target = KLTarget.from_logits(target)
+    return _KLFromLogits.apply(pred, target.probs, target.neg_entropy)
 
 
 def mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -202,10 +238,20 @@ def get_divergence(name: str):
         raise ValueError(f"divergence must be one of {list(DIVERGENCES)}, got {name!r}")
     return DIVERGENCES[name]
 
+
+def prepare_target(divergence, target_out: Tensor):
+    "The target output in the form `divergence` reads fastest: a `KLTarget` (computed once per batch) for KL."
+    return KLTarget.from_logits(target_out) if divergence is kl_divergence else target_out
+
 # %% ../nbs/01_method.ipynb #2c2a24ab
 def _leading_shape(ci: Mapping[str, Tensor]) -> tuple[int, ...]:
     "The batch/position dims shared by all sites' importances."
     return tuple(next(iter(ci.values())).shape[:-1])
+
+
+def _device(ci: Mapping[str, Tensor]) -> torch.device:
+    "The device the importances (and so masks and sources) live on."
+    return next(iter(ci.values())).device
 
 
 def _route_masks(names: list[str], shape: tuple[int, ...], routing: str, device) -> dict[str, Tensor] | None:
@@ -238,7 +284,7 @@ def stochastic_recon(cm: ComponentModel, batch, target_out: Tensor, ci: Mapping[
                      deltas: Mapping[str, Tensor] | None, divergence, routing: str = "uniform_k_subset",
                      sampling: str = "continuous", n_samples: int = 1) -> Tensor:
     "Stochastic reconstruction loss with all-sites or uniform-k-subset routing, averaged over `n_samples` draws."
-    shape, device = _leading_shape(ci), target_out.device
+    shape, device = _leading_shape(ci), _device(ci)
     total = 0.0
     for _ in range(n_samples):
         sources = {n: _random_sources(shape, g.shape[-1], sampling, device) for n, g in ci.items()}
@@ -251,7 +297,7 @@ def stochastic_recon_layerwise(cm: ComponentModel, batch, target_out: Tensor, ci
                                deltas: Mapping[str, Tensor] | None, divergence, sampling: str = "continuous",
                                n_samples: int = 1) -> Tensor:
     "Layerwise stochastic reconstruction: one forward per site with only that site masked, averaged."
-    shape, device = _leading_shape(ci), target_out.device
+    shape, device = _leading_shape(ci), _device(ci)
     total = 0.0
     for _ in range(n_samples):
         for n in cm.names:
@@ -330,7 +376,7 @@ def pgd_recon(cm: ComponentModel, batch, target_out: Tensor, ci: Mapping[str, Te
               deltas: Mapping[str, Tensor] | None, divergence, n_steps: int = 20, step_size: float = 0.1,
               init: str = "random", scope: str = "shared_across_batch", routing: str = "all") -> Tensor:
     "Reconstruction loss under sources optimised by `n_steps` of projected sign-gradient ascent."
-    shape, device = _leading_shape(ci), target_out.device
+    shape, device = _leading_shape(ci), _device(ci)
     routes = _route_masks(cm.names, shape, routing, device)
     per_position = scope == "per_batch_per_position"
     sources = {n: _init_sources(init, _source_shape(scope, shape, g.shape[-1]), device, per_position)
@@ -364,7 +410,7 @@ class PersistentPGD:
         self.m: dict[str, Tensor] = {}
         self.v: dict[str, Tensor] = {}
         self.t = 0
-        self._pending: dict[str, Tensor] | None = None
+        self._leaves: dict[str, Tensor] | None = None
 
     def _ensure(self, ci: Mapping[str, Tensor]) -> None:
         shape = _leading_shape(ci)
@@ -385,7 +431,7 @@ class PersistentPGD:
 
     def _loss(self, cm, batch, target_out, ci, deltas, divergence, leaves, routing) -> Tensor:
         shape = _leading_shape(ci)
-        routes = _route_masks(cm.names, shape, routing, target_out.device)
+        routes = _route_masks(cm.names, shape, routing, _device(ci))
         return recon_with_sources(cm, batch, target_out, ci, {n: _expand_sources(r, shape) for n, r in leaves.items()},
                                   deltas, divergence, routes)
 
@@ -401,24 +447,28 @@ class PersistentPGD:
 
     def loss(self, cm: ComponentModel, batch, target_out: Tensor, ci: Mapping[str, Tensor],
              deltas: Mapping[str, Tensor] | None, divergence) -> Tensor:
-        "Warm-up ascent steps, then the differentiable adversarial loss at the sources (call `step()` after backward)."
+        "Warm-up ascent steps, then the differentiable adversarial loss at the sources (backpropagate it, then `step`)."
         self._ensure(ci)
         fixed_ci = {n: g.detach() for n, g in ci.items()}
         fixed_deltas = None if deltas is None else {n: d.detach() for n, d in deltas.items()}
-        for _ in range(self.n_warmup):
-            leaves = {n: r.clone().requires_grad_(True) for n, r in self.sources.items()}
-            loss = self._loss(cm, batch, target_out, fixed_ci, fixed_deltas, divergence, leaves, "all")
-            self._ascend(dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())))))
-        leaves = {n: r.clone().requires_grad_(True) for n, r in self.sources.items()}
-        loss = self._loss(cm, batch, target_out, ci, deltas, divergence, leaves, self.routing)
-        self._pending = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()), retain_graph=True)))
-        return loss
+        for i in range(self.n_warmup):
+            with record_function(f"vpd.adversary_ascent_{i + 1}"):
+                leaves = {n: r.clone().requires_grad_(True) for n, r in self.sources.items()}
+                loss = self._loss(cm, batch, target_out, fixed_ci, fixed_deltas, divergence, leaves, "all")
+                self._ascend(dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())))))
+        with record_function("vpd.adversarial_recon"):
+            self._leaves = {n: r.clone().requires_grad_(True) for n, r in self.sources.items()}
+            return self._loss(cm, batch, target_out, ci, deltas, divergence, self._leaves, self.routing)
 
-    def step(self) -> None:
-        "The ascent step that follows the outer backward pass."
-        if self._pending is not None:
-            self._ascend(self._pending)
-            self._pending = None
+    def step(self, weight: float = 1.0) -> None:
+        "The ascent step after the backward pass of a total in which the last `loss` had coefficient `weight`."
+        if self._leaves is None:
+            return
+        leaves, self._leaves = self._leaves, None
+        if any(r.grad is None for r in leaves.values()):
+            raise RuntimeError("PersistentPGD.step() needs the gradient of the last loss(): call backward() on a "
+                               "total that contains it first")
+        self._ascend({n: r.grad / weight for n, r in leaves.items()})
 
     def state_dict(self) -> dict:
         return {"sources": self.sources, "m": self.m, "v": self.v, "t": self.t}
