@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ from . import __version__
 from .config import ConfigError, load_yaml, merge_config, resolve_config, to_dict
 
 # %% auto #0
-__all__ = ['peak_rss_mib', 'time_steps', 'bench_toy', 'bench_decompose', 'build_parser', 'main']
+__all__ = ['peak_rss_mib', 'time_steps', 'bench_toy', 'step_breakdown', 'bare_forward_backward', 'bench_decompose',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #b61ac9c6
 def peak_rss_mib() -> float:
@@ -66,18 +68,79 @@ def _bench_toy(spec, steps: int, warmup: int, work_dir: Path) -> dict:
             "peak_rss_mib": peak_rss_mib(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
+@contextlib.contextmanager
+def _flop_profile():
+    "A CPU torch profiler counting FLOPs, with the profiler library's start/stop lines on stderr silenced."
+    from torch.profiler import ProfilerActivity, profile
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            yield prof
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved); os.close(devnull)
+
+
+def step_breakdown(trainer, steps: int = 3) -> dict:
+    """Seconds and GFLOP per step of each labelled part (`vpd.*` profiler ranges) of `steps` training steps.
+
+    Times are measured under the profiler (slightly above the unprofiled ones); GFLOP count matrix products."""
+    with _flop_profile() as prof:
+        for _ in range(steps):
+            trainer.next_step()
+            trainer.step += 1
+    parts = {}
+    for event in prof.events():
+        if not event.name.startswith("vpd."):
+            continue
+        part = parts.setdefault(event.name[4:], {"seconds": 0.0, "gflop": 0.0})
+        part["seconds"] += event.cpu_time_total / 1e6 / steps
+        part["gflop"] += _descendant_flops(event) / 1e9 / steps
+    total = sum(part["seconds"] for part in parts.values())
+    for part in parts.values():
+        part["share"] = part["seconds"] / total
+    return parts
+
+
+def _descendant_flops(event) -> int:
+    "FLOPs of `event` and every op nested in it."
+    return (event.flops or 0) + sum(_descendant_flops(child) for child in event.cpu_children)
+
+
+def bare_forward_backward(model, batch, run_batch, repeats: int = 5) -> dict:
+    "Median seconds and GFLOP of one plain forward and backward pass (all weights trainable) of `model` on `batch`."
+    import copy, statistics, time
+    model = copy.deepcopy(model).requires_grad_(True)
+
+    def once():
+        model.zero_grad(set_to_none=True)
+        run_batch(model, batch).float().pow(2).mean().backward()
+    once()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    with _flop_profile() as prof:
+        once()
+    return {"seconds": statistics.median(times), "gflop": sum(e.flops or 0 for e in prof.events()) / 1e9}
+
+
 def bench_decompose(preset, target_dir: str | Path, data_dir: str | Path, steps: int = 20, warmup: int = 3,
-                    threads: int | None = None) -> dict:
-    "Median seconds per step, tokens per second and peak memory of a decomposition preset (a name or an `LMPreset`)."
+                    threads: int | None = None, bf16: bool = True) -> dict:
+    """Seconds per step, tokens/s, GFLOP per step and per loss term, the ratio to a bare target forward+backward
+    and peak memory of a decomposition preset (a name or an `LMPreset`); `bf16=False` forces fp32."""
     import torch
     from vpd.core import ComponentModel
     from vpd.data import TokenData
     from vpd.decompose import LMBatches, get_lm_preset, lm_config, lm_decomposition_parts, lm_forward
-    from vpd.train import Trainer, build_ci_fn
+    from vpd.train import Trainer, bf16_autocast, build_ci_fn
     if threads:
         torch.set_num_threads(threads)
     spec = get_lm_preset(preset)
-    config = lm_config(spec)
+    config = lm_config(spec, overrides={"bf16": bf16})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, sites, C = lm_decomposition_parts(target_dir, spec.C, device)
     data = LMBatches(TokenData(data_dir, "train"), spec.batch_size, spec.seq_len, device=device)
@@ -86,15 +149,25 @@ def bench_decompose(preset, target_dir: str | Path, data_dir: str | Path, steps:
     ci_fn = build_ci_fn(cm, config.ci)
     cm.to(device); ci_fn.to(device)
     with tempfile.TemporaryDirectory() as run_dir:
-        median, p90 = time_steps(Trainer(cm, ci_fn, config, data, run_dir, progress=False), steps, warmup)
+        trainer = Trainer(cm, ci_fn, config, data, run_dir, progress=False)
+        median, p90 = time_steps(trainer, steps, warmup)
+        parts = step_breakdown(trainer)
+    with bf16_autocast(torch.device(device), bf16) or contextlib.nullcontext():
+        bare = bare_forward_backward(model, next(iter(data)), lm_forward)
+    gflop = sum(part["gflop"] for part in parts.values())
     tokens = spec.batch_size * spec.seq_len
     return {"benchmark": f"decompose {preset if isinstance(preset, str) else 'custom preset'}",
             "seconds_per_step_median": median, "seconds_per_step_p90": p90,
             "tokens_per_step": tokens, "tokens_per_second": tokens / median, "timed_steps": steps,
             "full_run_steps": config.steps, "projected_full_run_seconds": median * config.steps,
+            "gflop_per_step": gflop, "achieved_gflop_per_second": gflop / median,
+            "bare_forward_backward": bare, "time_ratio_to_bare": median / bare["seconds"],
+            "flop_ratio_to_bare": gflop / bare["gflop"], "parts": parts,
             "subcomponents": sum(C.values()), "peak_rss_mib": peak_rss_mib(),
             "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
-            "device": device, "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+            "device": device, "bf16": bool(bf16_autocast(torch.device(device), bf16)),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+
 
 # %% ../nbs/90_cli.ipynb #3e0c1a52
 class _Parser(argparse.ArgumentParser):
@@ -279,9 +352,22 @@ def _cmd_bench_decompose(args) -> int:
     preset = load_lm_preset(args.preset_file) if args.preset_file else args.preset
     get_lm_preset(preset)
     out = _output_file(args.out or f"runs/bench/decompose-{args.preset}.json")
-    result = bench_decompose(preset, args.target, args.data, steps=args.steps, threads=args.threads)
+    result = bench_decompose(preset, args.target, args.data, steps=args.steps, threads=args.threads, bf16=not args.fp32)
     _bench_report(result, f"{result['tokens_per_second']:.0f} tokens/s", out)
+    _print_parts(result)
     return 0
+
+
+def _print_parts(result: dict) -> None:
+    "The per-part table of a decomposition benchmark, and the comparison with a bare forward+backward."
+    print("\n| part of the step | share of the profiled step | GFLOP/step |\n|---|---|---|")
+    for name, part in result["parts"].items():
+        print(f"| {name} | {part['share']:.1%} | {part['gflop']:.2f} |")
+    bare = result["bare_forward_backward"]
+    print(f"\n{result['gflop_per_step']:.1f} GFLOP/step at {result['achieved_gflop_per_second']:.0f} GFLOP/s "
+          f"({'bf16' if result['bf16'] else 'fp32'}, {result['torch_threads']} thread(s)); a bare target "
+          f"forward+backward: {bare['gflop']:.2f} GFLOP in {bare['seconds']:.4f} s "
+          f"(step/bare: {result['flop_ratio_to_bare']:.1f}x FLOPs, {result['time_ratio_to_bare']:.1f}x time)")
 
 
 def _cmd_reproduce(args) -> int:
@@ -346,6 +432,7 @@ def _add_toy_commands(sub) -> None:
     p.add_argument("--steps", type=_at_least(1), default=20, help="timed steps")
     p.add_argument("--out", help="JSON path (default runs/bench/decompose-PRESET.json)")
     p.add_argument("--threads", type=_at_least(1), default=1, help="torch threads")
+    p.add_argument("--fp32", action="store_true", help="turn bf16 autocast off (it is on where the hardware has bf16)")
     p.set_defaults(handler=_cmd_bench_decompose)
 
 

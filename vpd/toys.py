@@ -393,9 +393,9 @@ def toy_target_and_sites(spec: ToySpec, seed: int, cache_dir, progress: bool = T
 
 def toy_config(spec: ToySpec, seed: int = 0, steps: int | None = None, overrides: dict | None = None
                ) -> DecompositionConfig:
-    "The decomposition config of `spec`, optionally with another step count and overridden keys."
+    "The decomposition config of `spec` (fp32: toy matrices are too small for bf16 to pay), optionally with another step count and overridden keys."
     steps = steps or spec.steps
-    base = {**spec.decomposition, "seed": seed, "steps": steps,
+    base = {"bf16": False, **spec.decomposition, "seed": seed, "steps": steps,
             "log_every": max(1, min(500, steps // 10)), "save_every": max(1, steps // 4)}
     return from_dict(DecompositionConfig, merge_config(base, overrides), where=f"{spec.name} config")
 

@@ -17,18 +17,19 @@ import torch.distributed as dist
 import torch.nn as nn
 from fastcore.basics import patch
 from torch import Tensor
+from torch.profiler import record_function
 
 from .config import from_dict, load_yaml, require
 from .core import ComponentModel, find_sites, single_process
-from .method import (PersistentPGD, annealed_p, causal_importances, delta_l2, get_divergence, make_ci_fn,
+from .method import (PersistentPGD, annealed_p, causal_importances, delta_l2, get_divergence, make_ci_fn, prepare_target,
                         minimality_loss, stochastic_recon, stochastic_recon_layerwise)
 from .runs import (CheckpointError, TrainingLoop, average_gradients, list_checkpoints, load_checkpoint,
                       lr_at, progress)
 
 # %% auto #0
 __all__ = ['OptimizerConfig', 'CIConfig', 'MinimalityConfig', 'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr',
-           'objective', 'loss_weights', 'load_weights', 'Trainer', 'Decomposition', 'build_ci_fn', 'decompose',
-           'load_decomposition']
+           'objective', 'loss_weights', 'load_weights', 'Trainer', 'native_bf16', 'bf16_autocast', 'Decomposition',
+           'build_ci_fn', 'decompose', 'load_decomposition']
 
 # %% ../nbs/04_train.ipynb #79ee0ed3
 @dataclass
@@ -115,7 +116,7 @@ class DecompositionConfig:
     save_every_s: float | None = 300.0
     keep_checkpoints: int = 2
     eval_every: int = 0
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast for the forward passes where the hardware has native bf16 (see `bf16_autocast`)
 
     def __post_init__(self):
         require(self.steps > 0, f"steps must be > 0, got {self.steps}")
@@ -144,23 +145,28 @@ def objective(cm: ComponentModel, ci_fn: nn.Module, batch, config: Decomposition
     recon_deltas = deltas if c.use_delta else None
     out = {}
     with autocast or nullcontext():
-        with torch.no_grad():
+        with torch.no_grad(), record_function("vpd.target_forward"):
             target_out, inputs = cm.target_forward(batch)
-        ci, ci_upper = causal_importances(cm, ci_fn, inputs)
+            target = prepare_target(divergence, target_out)
+        with record_function("vpd.ci_function"):
+            ci, ci_upper = causal_importances(cm, ci_fn, inputs)
         if c.stochastic_coeff > 0:
-            out["stochastic_recon"] = stochastic_recon(cm, batch, target_out, ci, recon_deltas, divergence,
-                                                       c.stochastic_routing, c.sampling, c.n_mask_samples)
+            with record_function("vpd.stochastic_recon"):
+                out["stochastic_recon"] = stochastic_recon(cm, batch, target, ci, recon_deltas, divergence,
+                                                           c.stochastic_routing, c.sampling, c.n_mask_samples)
         if c.layerwise_coeff > 0:
-            out["stochastic_recon_layerwise"] = stochastic_recon_layerwise(
-                cm, batch, target_out, ci, recon_deltas, divergence, c.sampling, c.n_mask_samples)
+            with record_function("vpd.stochastic_recon_layerwise"):
+                out["stochastic_recon_layerwise"] = stochastic_recon_layerwise(
+                    cm, batch, target, ci, recon_deltas, divergence, c.sampling, c.n_mask_samples)
         if adversary is not None:
             a = c.adversary
             adversary.lr = lr_at(step, c.steps, a.lr, int(a.lr_warmup_frac * c.steps), "constant")
-            out["adversarial_recon"] = adversary.loss(cm, batch, target_out, ci, recon_deltas, divergence)
+            out["adversarial_recon"] = adversary.loss(cm, batch, target, ci, recon_deltas, divergence)
         if c.minimality.coeff > 0:
             m = c.minimality
             p = annealed_p(step, c.steps, m.p_start, m.p_end, m.anneal_start_frac, m.anneal_end_frac)
-            out["minimality"] = minimality_loss(ci_upper, p, m.beta, m.eps)
+            with record_function("vpd.minimality"):
+                out["minimality"] = minimality_loss(ci_upper, p, m.beta, m.eps)
     if c.delta_l2_coeff > 0:
         out["delta_l2"] = delta_l2(deltas)
     return out, ci
@@ -261,6 +267,23 @@ class Trainer(TrainingLoop):
         self.adversary = (PersistentPGD(a.scope, a.lr, tuple(a.betas), n_warmup=a.n_warmup, routing=a.routing,
                                         n_repeat=a.n_repeat) if a.coeff > 0 else None)
 
+# %% ../nbs/04_train.ipynb #c73e510e
+def native_bf16(device: torch.device) -> bool:
+    "Whether `device` multiplies bf16 matrices natively (CUDA, or a CPU with AVX-512 BF16 / AMX)."
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def bf16_autocast(device: torch.device, enabled: bool = True) -> torch.autocast | None:
+    "A bf16 autocast context for `device` if `enabled` and the device has native bf16 matmul, else None (fp32)."
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled and native_bf16(device) else None
+
 # %% ../nbs/04_train.ipynb #e200df4c
 @patch
 def train_step(self: Trainer, batch) -> dict[str, Tensor]:
@@ -271,18 +294,20 @@ def train_step(self: Trainer, batch) -> dict[str, Tensor]:
         opt.zero_grad(set_to_none=True)
         for group in opt.param_groups:
             group["lr"] = scheduled_lr(oc, step, c.steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if c.bf16 and self.device.type == "cuda" else None
-    losses, self._last_ci = objective(self.cm, self.ci_fn, batch, c, step, self.adversary, autocast)
+    losses, self._last_ci = objective(self.cm, self.ci_fn, batch, c, step, self.adversary,
+                                      bf16_autocast(self.device, c.bf16))
     weights = loss_weights(c)
     total = sum(weights[k] * v for k, v in losses.items())
-    total.backward()
-    if self.adversary is not None:
-        self.adversary.step()
-    average_gradients(list(self.cm.components.parameters()) + list(self.ci_fn.parameters()))
-    for opt, oc, module in pairs:
-        if oc.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(list(module.parameters()), oc.grad_clip)
-        opt.step()
+    with record_function("vpd.backward"):
+        total.backward()
+    with record_function("vpd.update"):
+        if self.adversary is not None:
+            self.adversary.step(weights["adversarial_recon"])
+        average_gradients(list(self.cm.components.parameters()) + list(self.ci_fn.parameters()))
+        for opt, oc, module in pairs:
+            if oc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(list(module.parameters()), oc.grad_clip)
+            opt.step()
     return {**{k: v.detach() for k, v in losses.items()}, "total": total.detach()}
 
 @patch

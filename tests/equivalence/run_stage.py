@@ -188,10 +188,10 @@ def stage_target(out: Path, data: Path, tok: Path):
     return call_with_accepted(T.train_target, out / "target", tok, target_config(), progress=False)
 
 
-def stage_decompose(out: Path, data: Path, tok: Path, target_dir: Path | None = None):
+def stage_decompose(out: Path, data: Path, tok: Path, target_dir: Path | None = None, fp32: bool = False):
     "Decompose OUT/target (or `target_dir`) with the tiny LM preset for 30 steps into OUT/decompose."
     import vpd.decompose as Dc
-    overrides = {"log_every": 1, "save_every": 10, "keep_checkpoints": 10}
+    overrides = {"log_every": 1, "save_every": 10, "keep_checkpoints": 10, **({"bf16": False} if fp32 else {})}
     target_dir = target_dir or out / "target"
     if takes(Dc.decompose_lm, "overrides"):  # f137ad3: preset, overrides, steps and seed are arguments
         return call_with_accepted(Dc.decompose_lm, target_dir, tok, out / "decompose", preset="tiny",
@@ -231,6 +231,8 @@ def main(argv=None) -> int:
     p.add_argument("--stages", default=",".join(DEFAULT_STAGES), help=f"comma-separated subset of {STAGES}")
     p.add_argument("--target-dir", type=Path, help="decompose this target run instead of OUT/target")
     p.add_argument("--trace", action="store_true", help="digest the parameters after every optimizer step")
+    p.add_argument("--fp32", action="store_true", help="decompose with bf16 autocast off (for a parity run against "
+                                                         "a version that had no CPU bf16)")
     a = p.parse_args(argv)
     stages = [s for s in a.stages.split(",") if s]
     unknown = sorted(set(stages) - set(STAGES))
@@ -258,7 +260,7 @@ def main(argv=None) -> int:
     save()
     tracer = Tracer(a.out / "trace.jsonl" if a.trace else None)
     runners = {"shards": stage_shards, "target": stage_target, "evaluate": stage_evaluate, "toys": stage_toys,
-               "decompose": lambda o, d, t: stage_decompose(o, d, t, a.target_dir)}
+               "decompose": lambda o, d, t: stage_decompose(o, d, t, a.target_dir, a.fp32)}
     failed = False
     for stage in [s for s in STAGES if s in stages]:
         print(f"== {stage}", flush=True)
