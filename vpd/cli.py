@@ -312,6 +312,33 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from vpd.decompose import get_lm_preset
+    from vpd.evaluate import EvalConfig, run_sweep
+    get_lm_preset(args.preset)
+    if args.config:
+        load_yaml(args.config)
+    _output_dir(args.out)
+    table = run_sweep(args.target, args.data, args.out, args.coeffs, args.seeds, args.preset, args.steps, args.config,
+                      args.jobs, args.threads, EvalConfig(n_batches=args.n_batches))
+    print(table.to_string(index=False))
+    print(f"vpd sweep: {len(table)} runs, table written to {Path(args.out) / 'sweep.csv'}")
+    return 0
+
+
+def _numbers(kind):
+    "An argparse type: comma-separated numbers of type `kind`."
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        return values
+    return parse
+
+
 def _cmd_toy(args) -> int:
     from vpd.toys import get_toy, run_toy, toy_config
     flags = {k: v for k, v in {"steps": args.steps, "seed": args.seed}.items() if v is not None}
@@ -488,6 +515,19 @@ def _add_lm_commands(sub) -> None:
     p.add_argument("--seed", type=_at_least(0))
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(handler=_cmd_evaluate)
+    p = sub.add_parser("sweep", help="train and evaluate one decomposition per minimality coefficient and seed")
+    p.add_argument("--target", required=True, help="target run directory (vpd target)")
+    p.add_argument("--data", required=True, help="token shard directory (vpd tokenizer)")
+    p.add_argument("--out", required=True, help="sweep directory: one run per point, and sweep.csv")
+    p.add_argument("--coeffs", required=True, type=_numbers(float), help="minimality coefficients, e.g. 2e-4,4e-4,1e-3")
+    p.add_argument("--seeds", type=_numbers(int), default=[0], help="decomposition seeds (default 0)")
+    p.add_argument("--preset", default="tiny", help="decomposition preset (see `vpd presets`)")
+    p.add_argument("--config", help="YAML file of decomposition config keys for every run")
+    p.add_argument("--steps", type=_at_least(1), help="training steps (default: the preset's)")
+    p.add_argument("--jobs", type=_at_least(1), default=1, help="runs trained at once")
+    p.add_argument("--threads", type=_at_least(1), default=1, help="torch threads per run")
+    p.add_argument("--n-batches", type=_at_least(1), default=8, help="validation batches per evaluation")
+    p.set_defaults(handler=_cmd_sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from .train import Decomposition, DecompositionConfig, decompose, load_decomposi
 # %% auto #0
 __all__ = ['LM_PRESETS', 'LMPreset', 'get_lm_preset', 'load_lm_preset', 'lm_config', 'LMBatches', 'lm_forward',
            'lm_decomposition_parts', 'decompose_lm', 'load_lm_decomposition', 'decompose_commands', 'run_side_by_side',
-           'plot_training']
+           'plot_training', 'plot_minimality_sweep']
 
 # %% ../nbs/08_decompose.ipynb #ec010def
 @dataclass
@@ -253,9 +253,9 @@ def _stop_all(procs: list[subprocess.Popen], grace_s: float = 30.0) -> None:
 
 # %% ../nbs/08_decompose.ipynb #2dba6069
 def plot_training(run_dirs: dict[str, str | Path], path: str | Path | None = None):
-    "Reconstruction losses and total L0 per position over training for each named run; saved to `path` if given."
+    "Reconstruction losses, total L0 per position and subcomponents alive over training, per named run; saved to `path`."
     import matplotlib.pyplot as plt
-    fig, (ax_loss, ax_l0) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax_loss, ax_l0, ax_alive) = plt.subplots(1, 3, figsize=(14, 3.8))
     for label, run_dir in run_dirs.items():
         rows = [r for r in read_metrics(run_dir) if "total" in r]
         steps = [r["step"] for r in rows]
@@ -263,9 +263,44 @@ def plot_training(run_dirs: dict[str, str | Path], path: str | Path | None = Non
             if key in rows[-1]:
                 ax_loss.plot(steps, [r[key] for r in rows], style, label=f"{label}: {key.replace('_', ' ')}")
         ax_l0.plot(steps, [sum(r["l0"].values()) for r in rows], label=label)
+        alive = [(r["step"], sum(r["alive"].values())) for r in rows if "alive" in r]
+        if alive:
+            ax_alive.plot(*zip(*alive), label=label)
     ax_loss.set(xlabel="step", ylabel="KL to target (nats)", yscale="log", title="reconstruction")
     ax_l0.set(xlabel="step", ylabel="subcomponents with CI > 0", yscale="log", title="L0 per position, all matrices")
-    ax_loss.legend(fontsize=7); ax_l0.legend(fontsize=7)
+    ax_alive.set(xlabel="step", ylabel="subcomponents", title="fired since the previous log row, all matrices")
+    for ax in (ax_loss, ax_l0, ax_alive):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_minimality_sweep(table, chosen: float | None = None, path: str | Path | None = None):
+    """The sparsity/faithfulness trade-off of a minimality-coefficient sweep (`vpd sweep`'s `sweep.csv`): rounded-mask CE
+    gap against the largest L0/rank, and PGD-20 KL against the coefficient, one marker per seed, the `chosen` one starred."""
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for seed, runs in table.groupby("seed"):
+        runs = runs.sort_values("minimality coeff")
+        left.plot(runs["max L0/rank"], runs["rounded CE gap"], "o-", ms=4, label=f"seed {seed}")
+        right.plot(runs["minimality coeff"], runs["PGD-20 KL"], "o-", ms=4, label=f"seed {seed}")
+        for _, r in runs.iterrows():
+            left.annotate(f"{r['minimality coeff']:g}", (r["max L0/rank"], r["rounded CE gap"]), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+    if chosen is not None:
+        pick = table[table["minimality coeff"] == chosen]
+        left.plot(pick["max L0/rank"], pick["rounded CE gap"], "*", ms=14, color="k", label=f"chosen ({chosen:g})")
+        right.plot(pick["minimality coeff"], pick["PGD-20 KL"], "*", ms=14, color="k", label=f"chosen ({chosen:g})")
+    left.axvline(0.10, color="grey", ls=":", lw=1); left.axhline(0.30, color="grey", ls=":", lw=1)
+    right.axhline(1.0, color="grey", ls=":", lw=1)
+    left.set(xlabel="largest mean L0 / rank over the matrices", ylabel="rounded (CI > 0) CE gap (nats)",
+             title="sparsity against faithfulness (dotted: the criteria)")
+    right.set(xscale="log", xlabel="minimality coefficient", ylabel="KL after 20 PGD steps",
+              title="robustness to adversarial masks")
+    left.legend(fontsize=7); right.legend(fontsize=7)
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

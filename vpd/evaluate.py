@@ -25,11 +25,12 @@ from .target import SAMPLE_PROMPTS, lm_loss
 from .train import Decomposition
 
 # %% auto #0
-__all__ = ['MASK_MODES', 'ADV_STEPS', 'GENERATION_MODES', 'seeded', 'ci_statistics', 'decomposition_table', 'plot_ci_spectra',
-           'mode_masks', 'mode_logits', 'mode_ce', 'target_curve', 'compute_recovered', 'ce_table', 'pgd_kl',
-           'adversarial_kl', 'adversarial_kl_table', 'greedy_ids', 'generation_table', 'ce_vs_source', 'EvalConfig',
-           'reconstruction_metrics', 'comparison_table', 'compare_decompositions', 'plot_robustness',
-           'evaluate_decomposition', 'evaluate_run']
+__all__ = ['MASK_MODES', 'ADV_STEPS', 'GENERATION_MODES', 'CONVERGENCE_CRITERIA', 'seeded', 'ci_statistics',
+           'decomposition_table', 'plot_ci_spectra', 'mode_masks', 'mode_logits', 'mode_ce', 'target_curve',
+           'compute_recovered', 'ce_table', 'pgd_kl', 'adversarial_kl', 'adversarial_kl_table', 'greedy_ids',
+           'generation_table', 'ce_vs_source', 'EvalConfig', 'reconstruction_metrics', 'comparison_table',
+           'compare_decompositions', 'plot_robustness', 'convergence_values', 'convergence_table', 'results_tables',
+           'evaluate_decomposition', 'evaluate_run', 'sweep_table', 'sweep_run_dir', 'run_sweep']
 
 # %% ../nbs/09_evaluate.ipynb #2397591b
 def _device(dec: Decomposition) -> torch.device:
@@ -64,16 +65,22 @@ def _layer(name: str) -> str: return name.split(".", 1)[0]
 def _kind(name: str) -> str: return name.split(".", 1)[-1]
 
 
-def decomposition_table(stats: Mapping[str, dict], threshold: float = ALIVE_THRESHOLD) -> pd.DataFrame:
-    "Table 2: C, alive (mean CI > `threshold`), alive at the spectrum cutoff, mean L0 and L0/alive per site, layer and in total."
+def decomposition_table(stats: Mapping[str, dict], threshold: float = ALIVE_THRESHOLD,
+                        ranks: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """Table 2: C, alive (mean CI > `threshold`), alive at the spectrum cutoff, mean L0 and L0/alive per site, layer
+    and in total; with `ranks` (each matrix's rank, min(d_in, d_out)) also the rank and L0/rank."""
     rows = {n: {"C": len(s["mean_ci"]), "alive": int((s["mean_ci"] > threshold).sum()),
-                "alive (spectrum cutoff)": spectrum_alive(s["mean_ci"], threshold=threshold), "mean L0": s["mean_l0"]}
+                "alive (spectrum cutoff)": spectrum_alive(s["mean_ci"], threshold=threshold), "mean L0": s["mean_l0"],
+                **({"rank": ranks[n]} if ranks is not None else {})}
             for n, s in stats.items()}
     sites = pd.DataFrame.from_dict(rows, orient="index")
     layers = sites.groupby(sites.index.map(_layer), sort=False).sum().rename(index=lambda l: f"layer {l}")
     table = pd.concat([sites, layers, sites.sum().to_frame("total").T])
     table = table.astype({"C": int, "alive": int, "alive (spectrum cutoff)": int})
     table["L0/alive"] = table["mean L0"] / table["alive"].where(table["alive"] > 0)
+    if ranks is not None:
+        table = table.astype({"rank": int})
+        table["L0/rank"] = table["mean L0"] / table["rank"]
     return table.rename_axis("matrix")
 
 
@@ -344,6 +351,38 @@ def plot_robustness(metrics: Mapping[str, dict]):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/09_evaluate.ipynb #a818ec4b
+CONVERGENCE_CRITERIA = {  # metric: (bound, "max" if the value must stay at or below it, "min" if at or above)
+    "max L0/rank": (0.10, "max"), "dead fraction": (0.25, "min"), "rounded CE gap": (0.30, "max"),
+    "stochastic CE gap": (0.15, "max"), "unmasked CE gap": (0.02, "max"), "PGD-20 KL": (1.0, "max")}
+
+
+def convergence_values(table2: pd.DataFrame, table3: pd.DataFrame, table4: pd.DataFrame) -> dict[str, float]:
+    "The numbers of `CONVERGENCE_CRITERIA` from Table 2 (with ranks), Table 3 and Table 4."
+    sites = table2[~table2.index.str.startswith(("layer ", "total"))]
+    total, gap = table2.loc["total"], table3["CE - target"]
+    return {"max L0/rank": float((sites["mean L0"] / sites["rank"]).max()),
+            "dead fraction": float(1 - total["alive (spectrum cutoff)"] / total["C"]),
+            "rounded CE gap": float(gap["rounded>0"]), "stochastic CE gap": float(gap["stochastic"]),
+            "unmasked CE gap": float(gap["unmasked"]),
+            "PGD-20 KL": float(table4.loc[20, "KL"]) if 20 in table4.index else float("nan")}
+
+
+def convergence_table(table2: pd.DataFrame, table3: pd.DataFrame, table4: pd.DataFrame) -> pd.DataFrame:
+    "Each convergence criterion's measured value, its bound and whether it is met."
+    values = convergence_values(table2, table3, table4)
+    rows = {k: {"value": v, "bound": f"{'<=' if CONVERGENCE_CRITERIA[k][1] == 'max' else '>='} {CONVERGENCE_CRITERIA[k][0]:g}",
+                "met": bool(v <= CONVERGENCE_CRITERIA[k][0] if CONVERGENCE_CRITERIA[k][1] == "max"
+                            else v >= CONVERGENCE_CRITERIA[k][0])}
+            for k, v in values.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("criterion")
+
+
+def results_tables(results: Mapping) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    "Tables 2, 3 and 4 back from the records of a `results.json`."
+    return (pd.DataFrame(results["table2"]).set_index("matrix"), pd.DataFrame(results["table3"]).set_index("mode"),
+            pd.DataFrame(results["table4"]).set_index("n_adv"))
+
 # %% ../nbs/09_evaluate.ipynb #078db314
 def _records(df: pd.DataFrame) -> list[dict]:
     "JSON-ready rows of a table, its index included (missing values become null)."
@@ -366,12 +405,15 @@ def evaluate_decomposition(dec: Decomposition, batches: Sequence[Tensor], curve:
     metrics = {"VPD": reconstruction_metrics(dec, batches, curve, cfg)}
     if control is not None:
         metrics["no adversary"] = reconstruction_metrics(control, batches, curve, cfg)
-    results = {"table2": decomposition_table(stats), "table3": metrics["VPD"]["table3"],
+    ranks = {site.name: min(site.d_in, site.d_out) for site in dec.cm.sites}
+    results = {"table2": decomposition_table(stats, ranks=ranks), "table3": metrics["VPD"]["table3"],
                "table4": metrics["VPD"]["table4"], "ce_vs_source": metrics["VPD"]["ce_vs_source"],
                "generations": generation_table(dec, tokenizer, cfg.prompts, GENERATION_MODES, cfg.max_new_tokens,
                                                cfg.gen_adv_steps, cfg.seed),
                "comparison": comparison_table(metrics) if control is not None else None}
+    results["convergence"] = convergence_table(results["table2"], results["table3"], results["table4"])
     tables = {"table2_decomposition": "table2", "table3_ce": "table3", "table4_adversarial_kl": "table4",
+              "convergence": "convergence",
               "figure3_generations": "generations", "b4_comparison": "comparison"}
     files = {f"{f}.csv": results[k].to_csv() for f, k in tables.items() if results[k] is not None}
     summary = {"settings": asdict(cfg), "window_shape": list(batches[0].shape), "n_windows": sum(len(w) for w in batches),
@@ -399,3 +441,56 @@ def evaluate_run(run_dir: str | Path, control_dir: str | Path | None = None, fig
     out_dirs = [Path(run_dir) / "eval"] + ([Path(figures_dir)] if figures_dir is not None else [])
     return evaluate_decomposition(decs[0], batches, target_curve(meta["target_dir"]), load_tokenizer(meta["data_dir"]),
                                   out_dirs, decs[1] if control_dir is not None else None, cfg)
+
+# %% ../nbs/09_evaluate.ipynb #b82d1df6
+def sweep_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    "Minimality coefficient, seed, steps, training time and the convergence numbers of each evaluated run."
+    from vpd.config import load_yaml
+    rows = []
+    for run in map(Path, run_dirs):
+        config = load_yaml(run / "config.yaml")
+        results = json.loads((run / "eval" / "results.json").read_text())
+        t2, t3, t4 = results_tables(results)
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        rows.append({"run": run.name, "minimality coeff": config["minimality"]["coeff"], "seed": config["seed"],
+                     "steps": config["steps"], "train seconds": summary.get("train_seconds"),
+                     "mean L0 (all matrices)": float(t2.loc["total", "mean L0"]), **convergence_values(t2, t3, t4)})
+    return pd.DataFrame(rows)
+
+
+def sweep_run_dir(out_dir: str | Path, coeff: float, seed: int) -> Path:
+    "Where `run_sweep` trains the run of one coefficient and seed."
+    return Path(out_dir) / f"coeff-{coeff:g}-seed-{seed}"
+
+
+def run_sweep(target_dir: str | Path, data_dir: str | Path, out_dir: str | Path, coeffs: Sequence[float],
+              seeds: Sequence[int] = (0,), preset: str = "tiny", steps: int | None = None,
+              config_path: str | Path | None = None, jobs: int = 1, threads: int = 1,
+              cfg: EvalConfig = EvalConfig()) -> pd.DataFrame:
+    "Train and evaluate one decomposition per minimality coefficient and seed; the `sweep_table`, also in `OUT/sweep.csv`."
+    import yaml
+    from vpd.config import load_yaml, merge_config
+    from vpd.decompose import decompose_commands, run_side_by_side
+    out_dir = Path(out_dir)
+    base = load_yaml(config_path) if config_path is not None else {}
+    points = [(c, s, sweep_run_dir(out_dir, c, s)) for c in coeffs for s in seeds]
+    todo = []
+    for coeff, seed, run in points:
+        if (run / "eval" / "results.json").exists():
+            continue
+        overrides = out_dir / "configs" / f"{run.name}.yaml"
+        atomic_write(overrides, yaml.safe_dump(merge_config(base, {"minimality": {"coeff": coeff}})))
+        main = decompose_commands(preset, target_dir, data_dir, run, run, threads)[0]
+        todo.append((main + ["--seed", str(seed), "--config", str(overrides)] +
+                     (["--steps", str(steps)] if steps else []), run))
+    for i in range(0, len(todo), jobs):
+        group = todo[i:i + jobs]
+        codes = run_side_by_side([cmd for cmd, _ in group], [run for _, run in group], parallel=True)
+        failed = [str(run) for (_, run), code in zip(group, codes) if code != 0]
+        if failed:
+            raise RuntimeError(f"sweep run(s) failed: {failed}; see train.log in each, then run the sweep again")
+        for _, run in group:
+            evaluate_run(run, cfg=cfg)
+    table = sweep_table([run for _, _, run in points])
+    atomic_write(out_dir / "sweep.csv", table.to_csv(index=False))
+    return table

@@ -296,6 +296,7 @@ def train_step(self: Trainer, batch) -> dict[str, Tensor]:
             group["lr"] = scheduled_lr(oc, step, c.steps)
     losses, self._last_ci = objective(self.cm, self.ci_fn, batch, c, step, self.adversary,
                                       bf16_autocast(self.device, c.bf16))
+    self._note_fired(self._last_ci)
     weights = loss_weights(c)
     total = sum(weights[k] * v for k, v in losses.items())
     with record_function("vpd.backward"):
@@ -399,13 +400,35 @@ def _mean_over_ranks(self: Trainer, values: dict[str, Tensor]) -> dict[str, floa
     return dict(zip(values, (stacked / self.world_size).tolist()))
 
 @patch
+def _note_fired(self: Trainer, ci: Mapping[str, Tensor]) -> None:
+    "Remember which subcomponents had CI > 0 on some token of this batch."
+    fired = getattr(self, "_fired", None) or {}
+    with torch.no_grad():
+        for n, g in ci.items():
+            now = (g > 0).reshape(-1, g.shape[-1]).any(0)
+            fired[n] = now if n not in fired else fired[n] | now
+    self._fired = fired
+
+@patch
+def _alive_since_last_log(self: Trainer) -> dict[str, int]:
+    "Per site, how many subcomponents fired on any rank since the last log row; starts a new window."
+    fired, self._fired = getattr(self, "_fired", None) or {}, {}
+    names = list(fired)
+    if not names:
+        return {}
+    stacked = torch.cat([fired[n] for n in names]).to(torch.uint8)
+    if self.world_size > 1:
+        dist.all_reduce(stacked, op=dist.ReduceOp.MAX)
+    return {n: int(v.sum()) for n, v in zip(names, stacked.split([len(fired[n]) for n in names]))}
+
+@patch
 def log(self: Trainer, losses: Mapping[str, Tensor]) -> dict:
-    "The metrics row: losses, training seconds, learning rates and L0 per site."
+    "The metrics row: losses, training seconds, learning rates, L0 and the alive count per site."
     l0 = {n: (g > 0).float().sum(-1).mean() for n, g in self._last_ci.items()}
     means = self._mean_over_ranks({**losses, **{f"l0.{n}": v for n, v in l0.items()}})
     return {"step": self.step, **{k: means[k] for k in losses}, "seconds": self.train_seconds,
             "lr_components": self.opt_components.param_groups[0]["lr"], "lr_ci": self.opt_ci.param_groups[0]["lr"],
-            "l0": {n: means[f"l0.{n}"] for n in l0}}
+            "l0": {n: means[f"l0.{n}"] for n in l0}, "alive": self._alive_since_last_log()}
 
 @patch
 def after_step(self: Trainer, checkpointing: bool) -> None:
