@@ -5,8 +5,9 @@
 # %% ../nbs/00_core.ipynb #a191fdff
 from __future__ import annotations
 
-import fnmatch
+import difflib
 import math
+import re
 from contextlib import contextmanager
 from typing import Callable, Iterator, Mapping
 
@@ -17,8 +18,9 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['LEAK', 'OutputHook', 'lower_leaky_hard_sigmoid', 'upper_leaky_hard_sigmoid', 'Subcomponents', 'TiedSubcomponents',
-           'LinearSite', 'find_sites', 'insert_identity', 'sample_sources', 'masks_from_sources',
-           'uniform_k_subset_routes', 'data_parallel', 'single_process', 'rank_rows', 'module_key', 'ComponentModel']
+           'LinearSite', 'pattern_regex', 'match_modules', 'find_sites', 'insert_identity', 'sample_sources',
+           'masks_from_sources', 'uniform_k_subset_routes', 'data_parallel', 'single_process', 'rank_rows', 'describe',
+           'output_reader', 'mask_reader', 'model_state_kept', 'frozen', 'module_key', 'ComponentModel']
 
 # %% ../nbs/00_core.ipynb #3f24665d
 LEAK = 0.01  # the leak coefficient alpha of both leaky hard sigmoids
@@ -120,6 +122,58 @@ class LinearSite:
         return self.module.register_forward_hook(forward_hook)
 
 # %% ../nbs/00_core.ipynb #04e95e29
+def _segment_regex(segment: str) -> str:
+    "Regex of one pattern segment: `*`, `?` and `[...]` (`[!...]` negated) never match a dot."
+    if segment == "*":
+        return r"[^.]+"
+    out, i = [], 0
+    while i < len(segment):
+        ch = segment[i]
+        if ch == "*":
+            out.append(r"[^.]*")
+        elif ch == "?":
+            out.append(r"[^.]")
+        elif ch == "[" and "]" in segment[i + 2:]:
+            end = segment.index("]", i + 2)
+            body = segment[i + 1:end].replace("\\", "\\\\")
+            out.append(f"[^.{body[1:]}]" if body.startswith("!") else f"[{body}]")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    "The compiled regex of a module-name pattern: `*` is one dotted segment, `**` any number of segments."
+    parts = pattern.split(".")
+    if parts == ["**"]:
+        return re.compile(r"[^.]+(?:\.[^.]+)*")
+    regex = ""
+    for i, seg in enumerate(parts):
+        if seg == "**":
+            regex += r"(?:[^.]+\.)*" if i == 0 else r"(?:\.[^.]+)*"
+            continue
+        if i > 0 and not (i == 1 and parts[0] == "**"):
+            regex += r"\."
+        regex += _segment_regex(seg)
+    return re.compile(regex)
+
+
+def match_modules(model: nn.Module, pattern: str) -> list[str]:
+    "Names of `model`'s modules matched by `pattern` (see the table above), in `named_modules()` order."
+    regex = pattern_regex(pattern)
+    return [n for n, _ in model.named_modules() if n and regex.fullmatch(n)]
+
+
+def _no_match_error(pattern: str, modules: Mapping[str, nn.Module]) -> ValueError:
+    linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+    close = difflib.get_close_matches(pattern, linear, n=5, cutoff=0.5)
+    hint = f"closest linear modules: {close}; " if close else ""
+    return ValueError(f"pattern {pattern!r} matches no module ('*' matches one dotted segment, '**' any number); "
+                      f"{hint}linear modules are: {linear}")
+
+
 def find_sites(model: nn.Module, patterns: Mapping[str, int]) -> tuple[list[LinearSite], dict[str, int]]:
     "Resolve `{pattern: C}` against `model.named_modules()`; returns the sites and `{site name: C}`."
     sites, C_of, owner = [], {}, {}
@@ -127,10 +181,9 @@ def find_sites(model: nn.Module, patterns: Mapping[str, int]) -> tuple[list[Line
     for pattern, C in patterns.items():
         if not (isinstance(C, int) and C > 0):
             raise ValueError(f"C for pattern {pattern!r} must be a positive int, got {C!r}")
-        names = [n for n in modules if n and fnmatch.fnmatchcase(n, pattern)]
+        names = match_modules(model, pattern)
         if not names:
-            linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
-            raise ValueError(f"pattern {pattern!r} matches no module; linear modules are: {linear}")
+            raise _no_match_error(pattern, modules)
         for n in names:
             if n in owner:
                 raise ValueError(f"module {n!r} matches both {owner[n]!r} and {pattern!r}; make the patterns disjoint")
@@ -208,6 +261,98 @@ def rank_rows(draw: Callable[[tuple[int, ...]], Tensor], shape: tuple[int, ...],
     b = shape[0]
     return draw((b * world, *shape[1:]))[rank * b:(rank + 1) * b].clone()
 
+# %% ../nbs/00_core.ipynb #1d169727
+def describe(value, depth: int = 0) -> str:
+    "A short description of a value (tensor, mapping, sequence, object) for error messages."
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{k!r}: {describe(v, depth + 1)}" for k, v in value.items()) if depth < 1 else "..."
+        return f"a {type(value).__name__} with fields {{{inner}}}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(describe(v, depth + 1) for v in value) if depth < 1 else "..."
+        return f"a {type(value).__name__} of {len(value)} [{inner}]"
+    return f"a {type(value).__name__}"
+
+
+def _tensor_fields(value) -> list:
+    "Keys (or indices) of a mapping's (or sequence's) floating-point tensor entries."
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (tuple, list)) else ()
+    return [k for k, v in items if isinstance(v, Tensor) and v.is_floating_point()]
+
+
+def _field(value, name: str | int):
+    "Entry `name` of a mapping, sequence or object, with an error listing what there is."
+    try:
+        if isinstance(value, Mapping) or isinstance(value, (tuple, list)) and isinstance(name, int):
+            return value[name]
+        return getattr(value, name)
+    except (KeyError, IndexError, AttributeError, TypeError):
+        raise TypeError(f"output={name!r}: run_batch returned {describe(value)}, which has no such field; "
+                        f"its tensor fields are {_tensor_fields(value)}") from None
+
+
+def output_reader(output: str | int | None = None, output_fn: Callable | None = None) -> Callable[[object], Tensor]:
+    "The function turning what `run_batch` returns into the tensor to reconstruct (a field `output`, or `output_fn`)."
+    if output is not None and output_fn is not None:
+        raise ValueError("give either output (a field name or index) or output_fn (a function), not both")
+
+    def read(value) -> Tensor:
+        out = output_fn(value) if output_fn is not None else value if output is None else _field(value, output)
+        if isinstance(out, Tensor) and out.is_floating_point() and out.dim() >= 1:
+            return out
+        expected = "the output to reconstruct must be one floating-point tensor [..., features]"
+        if output is None and output_fn is None:
+            fields = _tensor_fields(value)
+            hint = (f"name the field with output={fields[0]!r} (one of {fields})" if fields else
+                    "return a tensor from run_batch")
+            raise TypeError(f"run_batch returned {describe(value)}, but {expected}: {hint}, or pass output_fn=")
+        source = "output_fn" if output_fn is not None else f"field {output!r}"
+        raise TypeError(f"{source} gave {describe(out)} (run_batch returned {describe(value)}), but {expected}")
+    return read
+
+
+def mask_reader(mask: str | Callable | None) -> Callable[[object], Tensor] | None:
+    "The function reading the boolean mask of real positions from a batch: a key of a dict batch, or a function."
+    if mask is None:
+        return None
+
+    def read(batch) -> Tensor:
+        if callable(mask):
+            m = mask(batch)
+        elif isinstance(batch, Mapping) and mask in batch:
+            m = batch[mask]
+        else:
+            raise TypeError(f"mask={mask!r} names a key of the batch, but the batch is {describe(batch)}; "
+                            "pass mask=lambda batch: ... for other batches")
+        if not isinstance(m, Tensor) or not ((m == 0) | (m == 1)).all():
+            raise TypeError(f"the mask of real positions must be a tensor of 0/1 or bools, got {describe(m)}")
+        return m.bool()
+    return read
+
+# %% ../nbs/00_core.ipynb #de542120
+@contextmanager
+def model_state_kept(model: nn.Module) -> Iterator[nn.Module]:
+    "Restore every parameter's `requires_grad` and every module's train/eval mode when the block ends."
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        for m, training in modes:
+            m.training = training
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    "Within the block `model` is in eval mode with no gradients; its flags and modes are restored afterwards."
+    with model_state_kept(model):
+        model.requires_grad_(False)
+        model.eval()
+        yield model
+
 # %% ../nbs/00_core.ipynb #f5ae30de
 def module_key(name: str) -> str:
     "Module-dict key for a site name (dots are not allowed in `nn.ModuleDict`/`nn.ParameterDict` keys)."
@@ -218,11 +363,13 @@ class ComponentModel(nn.Module):
     "A frozen target model plus the subcomponents of its decomposed sites."
 
     def __init__(self, model: nn.Module, sites: list, C: Mapping[str, int],
-                 run_batch: Callable[[nn.Module, object], Tensor], tied: Mapping[str, str] | None = None):
+                 run_batch: Callable[[nn.Module, object], object], tied: Mapping[str, str] | None = None,
+                 output: str | int | None = None, output_fn: Callable | None = None, mask: str | Callable | None = None):
         super().__init__()
         model.requires_grad_(False)
         model.eval()
         self.model, self.sites, self.run_batch = model, list(sites), run_batch
+        self.read_output, self.read_mask = output_reader(output, output_fn), mask_reader(mask)
         self.names = [s.name for s in self.sites]
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"duplicate site names in {self.names}")
@@ -253,6 +400,12 @@ class ComponentModel(nn.Module):
     def _device_type(self) -> str:
         return next(self.components.parameters()).device.type
 
+    def position_mask(self, batch) -> Tensor | None:
+        "The batch's real positions (bool, the sites' leading dims) on this model's device; None: all are real."
+        if self.read_mask is None:
+            return None
+        return self.read_mask(batch).to(next(self.components.parameters()).device)
+
     @contextmanager
     def _hooked(self, fns: Mapping[str, OutputHook]) -> Iterator[None]:
         handles = [s.hook(fns[s.name]) for s in self.sites if s.name in fns]
@@ -271,7 +424,7 @@ class ComponentModel(nn.Module):
                 inputs[name] = x
             return fn
         with self._hooked({n: capture(n) for n in self.names}):
-            out = self.run_batch(self.model, batch)
+            out = self.read_output(self.run_batch(self.model, batch))
         return out, inputs
 
     def masked_forward(self, batch, masks: Mapping[str, Tensor], deltas: Mapping[str, Tensor] | None = None,
@@ -284,7 +437,7 @@ class ComponentModel(nn.Module):
         target output where False. Sites absent from `masks` are left untouched."""
         fns = {n: self._replacement(n, masks[n], deltas, delta_masks, routes) for n in masks}
         with self._hooked(fns):
-            return self.run_batch(self.model, batch)
+            return self.read_output(self.run_batch(self.model, batch))
 
     def _replacement(self, name, mask, deltas, delta_masks, routes) -> OutputHook:
         sub = self.sub(name)

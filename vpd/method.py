@@ -21,10 +21,10 @@ from .core import (ComponentModel, data_parallel, lower_leaky_hard_sigmoid, mask
 
 # %% auto #0
 __all__ = ['CI_KINDS', 'DIVERGENCES', 'SCOPES', 'ALIVE_THRESHOLD', 'PerSubcomponentMLP', 'SharedMLP', 'GlobalMLP',
-           'GlobalTransformer', 'make_ci_fn', 'causal_importances', 'KLTarget', 'kl_divergence', 'mse',
-           'get_divergence', 'prepare_target', 'recon_with_sources', 'stochastic_recon', 'stochastic_recon_layerwise',
-           'exact_factorisation_', 'pgd_recon', 'PersistentPGD', 'minimality_loss', 'annealed_p', 'delta_l2',
-           'spectrum_alive', 'alive_mask']
+           'GlobalTransformer', 'make_ci_fn', 'causal_importances', 'RealPositions', 'KLTarget', 'kl_divergence',
+           'MSETarget', 'mse', 'get_divergence', 'prepare_target', 'target_variance', 'recon_with_sources',
+           'stochastic_recon', 'stochastic_recon_layerwise', 'exact_factorisation_', 'pgd_recon', 'PersistentPGD',
+           'minimality_loss', 'annealed_p', 'delta_l2', 'spectrum_alive', 'alive_mask']
 
 # %% ../nbs/01_method.ipynb #2064b926
 def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -120,11 +120,15 @@ class _BidirectionalBlock(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=False)
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        "`key_mask` (bool `[B, 1, 1, T]`, True where a key may be read) hides padded positions."
         B, T, D = z.shape
         q, k, v = self.qkv(F.rms_norm(z, (D,))).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = _rotary(q, self.rope_base), _rotary(k, self.rope_base)
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        if key_mask is None:
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         z = z + self.out(attn.transpose(1, 2).reshape(B, T, D))
         return z + self.ffn(F.rms_norm(z, (D,)))
 
@@ -133,6 +137,7 @@ class GlobalTransformer(nn.Module):
     "VPD's causal-importance function: one bidirectional transformer over all sites' normalised inputs."
 
     uses_acts = False
+    attends = True
 
     def __init__(self, d_in: Mapping[str, int], C: Mapping[str, int], d_model: int = 256, n_blocks: int = 2,
                  n_heads: int = 4, d_ff: int | None = None, rope_base: float = 10_000.0, max_len: int = 2048):
@@ -143,14 +148,18 @@ class GlobalTransformer(nn.Module):
                                     for _ in range(n_blocks))
         self.head = nn.Linear(d_model, sum(C.values()))
 
-    def forward(self, inputs, acts=None) -> dict[str, Tensor]:
+    def forward(self, inputs, acts=None, mask: Tensor | None = None) -> dict[str, Tensor]:
         x = torch.cat([F.rms_norm(inputs[n], (self.d_in[n],)) for n in self.names], -1)
         flat = x.dim() == 2
         z = self.project_in(x.unsqueeze(1) if flat else x)
         if z.shape[1] > self.max_len:
             raise ValueError(f"sequence length {z.shape[1]} exceeds the CI transformer's max_len={self.max_len}")
+        key_mask = None
+        if mask is not None and not flat:
+            readable = mask | ~mask.any(-1, keepdim=True)  # a sequence without real positions reads all (unused)
+            key_mask = readable[:, None, None, :]
         for block in self.blocks:
-            z = block(z)
+            z = block(z, key_mask)
         logits = self.head(z)
         return _split(logits.squeeze(1) if flat else logits, self.names, self.C)
 
@@ -175,13 +184,35 @@ def make_ci_fn(kind: str, d_in: Mapping[str, int], C: Mapping[str, int], hidden:
     raise ValueError(f"unknown CI function kind {kind!r}; choose one of {CI_KINDS}")
 
 # %% ../nbs/01_method.ipynb #68766672
-def causal_importances(cm: ComponentModel, ci_fn: nn.Module, inputs: Mapping[str, Tensor]
+def causal_importances(cm: ComponentModel, ci_fn: nn.Module, inputs: Mapping[str, Tensor], mask: Tensor | None = None
                        ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    "Lower-leaky (for masks) and upper-leaky (for minimality) causal importances per site."
+    "Lower-leaky (for masks) and upper-leaky (for minimality) causal importances per site; `mask`: real positions."
     acts = {n: cm.sub(n).acts(inputs[n]) for n in cm.names} if ci_fn.uses_acts else None
-    logits = ci_fn(inputs, acts)
+    if mask is not None and getattr(ci_fn, "attends", False):
+        logits = ci_fn(inputs, acts, mask=mask)
+    else:
+        logits = ci_fn(inputs, acts)
     return ({n: lower_leaky_hard_sigmoid(z) for n, z in logits.items()},
             {n: upper_leaky_hard_sigmoid(z) for n, z in logits.items()})
+
+# %% ../nbs/01_method.ipynb #5a289e38
+@dataclass
+class RealPositions:
+    "The real (unpadded) positions of a batch, and how many there are in the global batch (all ranks)."
+    mask: Tensor   # bool, the sites' leading dims
+    total: Tensor  # scalar: real positions summed over data-parallel ranks
+
+    @classmethod
+    def of(cls, mask: Tensor) -> "RealPositions":
+        "Count `mask`'s real positions over all ranks (one all-reduce under data parallelism)."
+        total = mask.sum().to(torch.float32)
+        if data_parallel()[1] > 1:
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return cls(mask, total)
+
+    def weights(self) -> Tensor:
+        "Per-position weights whose weighted sums, averaged over ranks, are global means over real positions."
+        return self.mask.float() * (data_parallel()[1] / self.total.clamp_min(1.0))
 
 # %% ../nbs/01_method.ipynb #dad8e0d6
 @dataclass
@@ -189,44 +220,60 @@ class KLTarget:
     "A target distribution prepared once for many KL evaluations: its probabilities and Σ p log p per position."
     probs: Tensor
     neg_entropy: Tensor
+    weight: Tensor | None = None  # per-position weights summing to one (`RealPositions.weights`); None: plain mean
 
     @classmethod
-    def from_logits(cls, logits: Tensor) -> "KLTarget":
+    def from_logits(cls, logits: Tensor, weight: Tensor | None = None) -> "KLTarget":
         "Prepare target `logits [..., vocab]` in fp32; the target is a constant (no gradient flows into it)."
         with torch.autocast(logits.device.type, enabled=False):
             logp = logits.detach().log_softmax(-1, dtype=torch.float32)
             probs = logp.exp()
-            return cls(probs, torch.linalg.vecdot(probs, logp))
+            return cls(probs, torch.linalg.vecdot(probs, logp), weight)
 
 
 class _KLFromLogits(torch.autograd.Function):
-    "Mean KL(target || softmax(pred)) in fp32, its gradient `(softmax(pred) - p) / n` written out: one log-softmax pass."
+    "Mean (or `weight`-ed sum) over positions of KL(target || softmax(pred)) in fp32, its gradient written out."
 
     @staticmethod
-    def forward(ctx, pred: Tensor, probs: Tensor, neg_entropy: Tensor) -> Tensor:
+    def forward(ctx, pred: Tensor, probs: Tensor, neg_entropy: Tensor, weight: Tensor | None) -> Tensor:
         with torch.autocast(pred.device.type, enabled=False):
             logq = pred.log_softmax(-1, dtype=torch.float32)
-            ctx.save_for_backward(logq, probs)
+            ctx.save_for_backward(logq, probs, weight)
             ctx.pred_dtype = pred.dtype
-            return (neg_entropy - torch.linalg.vecdot(probs, logq)).mean()
+            per_position = neg_entropy - torch.linalg.vecdot(probs, logq)
+            return per_position.mean() if weight is None else (per_position * weight).sum()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        logq, probs = ctx.saved_tensors
-        positions = logq.numel() // logq.shape[-1]
-        return logq.exp().sub_(probs).mul_(grad / positions).to(ctx.pred_dtype), None, None
+        logq, probs, weight = ctx.saved_tensors
+        if weight is None:
+            positions = logq.numel() // logq.shape[-1]
+            return logq.exp().sub_(probs).mul_(grad / positions).to(ctx.pred_dtype), None, None, None
+        return logq.exp().sub_(probs).mul_((grad * weight).unsqueeze(-1)).to(ctx.pred_dtype), None, None, None
 
 
 def kl_divergence(pred: Tensor, target: Tensor | KLTarget) -> Tensor:
-    "Mean over positions of KL(softmax(target) || softmax(pred)) for logits `[..., vocab]` (or a prepared `KLTarget`)."
+    "Mean over (real) positions of KL(softmax(target) || softmax(pred)) for logits `[..., vocab]` (or a `KLTarget`)."
     if not isinstance(target, KLTarget):
         target = KLTarget.from_logits(target)
-    return _KLFromLogits.apply(pred, target.probs, target.neg_entropy)
+    return _KLFromLogits.apply(pred, target.probs, target.neg_entropy, target.weight)
 
 
-def mse(pred: Tensor, target: Tensor) -> Tensor:
-    "Mean squared error over all elements."
-    return (pred.float() - target.float()).pow(2).mean()
+@dataclass
+class MSETarget:
+    "A target output for `mse` with per-position weights and/or the variance that makes the MSE scale-free."
+    out: Tensor
+    weight: Tensor | None = None   # per-position weights summing to one; None: every position counts alike
+    variance: float | None = None  # `target_variance` of the run; None: the raw MSE
+
+
+def mse(pred: Tensor, target: Tensor | MSETarget) -> Tensor:
+    "Mean squared error over all elements; for an `MSETarget`, weighted over positions and divided by its variance."
+    if not isinstance(target, MSETarget):
+        return (pred.float() - target.float()).pow(2).mean()
+    err = (pred.float() - target.out.float()).pow(2)
+    loss = err.mean() if target.weight is None else (err.mean(-1) * target.weight).sum()
+    return loss if target.variance is None else loss / target.variance
 
 
 DIVERGENCES = {"kl": kl_divergence, "mse": mse}
@@ -239,9 +286,31 @@ def get_divergence(name: str):
     return DIVERGENCES[name]
 
 
-def prepare_target(divergence, target_out: Tensor):
-    "The target output in the form `divergence` reads fastest: a `KLTarget` (computed once per batch) for KL."
-    return KLTarget.from_logits(target_out) if divergence is kl_divergence else target_out
+def prepare_target(divergence, target_out: Tensor, weight: Tensor | None = None, variance: float | None = None):
+    "The target output as `divergence` reads it fastest: a `KLTarget` for KL; an `MSETarget` if weighted or scaled."
+    if divergence is kl_divergence:
+        return KLTarget.from_logits(target_out, weight)
+    if divergence is mse and (weight is not None or variance is not None):
+        return MSETarget(target_out, weight, variance)
+    return target_out
+
+
+def target_variance(outputs: list[Tensor], masks: list[Tensor | None]) -> float:
+    "The scale-free MSE's unit: the mean over features of each feature's variance over the real positions of `outputs`."
+    sums = 0.0
+    for out, mask in zip(outputs, masks):
+        y = out.detach().double().reshape(-1, out.shape[-1])
+        w = (torch.ones(len(y), dtype=torch.float64, device=y.device) if mask is None or mask.shape != out.shape[:-1]
+             else mask.reshape(-1).double())
+        sums = sums + torch.cat([w.sum().reshape(1), w @ y, w @ (y * y)])
+    if data_parallel()[1] > 1:
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    n, mean, square = sums[0], sums[1:1 + out.shape[-1]] / sums[0], sums[1 + out.shape[-1]:] / sums[0]
+    variance = float((square - mean * mean).clamp_min(0).mean())
+    if not variance > 0:
+        raise ValueError(f"the target output is constant over the first {len(outputs)} batch(es) ({int(n)} positions), "
+                         "so the scale-free MSE has no unit; check run_batch's output, or use the raw MSE")
+    return variance
 
 # %% ../nbs/01_method.ipynb #2c2a24ab
 def _leading_shape(ci: Mapping[str, Tensor]) -> tuple[int, ...]:
@@ -409,25 +478,49 @@ class PersistentPGD:
         self.sources: dict[str, Tensor] = {}
         self.m: dict[str, Tensor] = {}
         self.v: dict[str, Tensor] = {}
+        self.counts: dict[str, Tensor] = {}  # ascent steps taken by each entry of the bank (its leading dims)
         self.t = 0
+        self._uniform = True  # every entry has taken all `t` steps (fixed shapes): Adam's scalar bias correction
+        self._block: tuple[slice, ...] = ()  # the part of the bank the current batch uses
         self._leaves: dict[str, Tensor] | None = None
 
     def _ensure(self, ci: Mapping[str, Tensor]) -> None:
-        shape = _leading_shape(ci)
-        if self.sources:
-            want = _source_shape(self.scope, shape, 0, self.n_repeat)[:-1]
-            have = tuple(next(iter(self.sources.values())).shape[:-1])
-            if self.scope == "per_batch_per_position" and have != want:
-                raise ValueError(f"persistent sources were made for leading dims {have} but the batch has {want}; "
-                                 "keep the per-rank batch size and sequence length fixed during training")
-            return
-        device = next(iter(ci.values())).device
+        "Create the bank from the first batch, grow it to cover this batch, and select this batch's block."
+        want = _source_shape(self.scope, _leading_shape(ci), 0, self.n_repeat)[:-1]
+        if not self.sources:
+            self._create(ci, want)
+        have = tuple(next(iter(self.sources.values())).shape[:-1])
+        if len(have) != len(want):
+            raise ValueError(f"persistent sources were made for {len(have)} leading dim(s) {have} but the batch has "
+                             f"{len(want)} {want}; the sites' inputs must keep their number of batch/position dims")
+        if any(w > h for w, h in zip(want, have)):
+            self._grow(tuple(max(w, h) for w, h in zip(want, have)))
+        if tuple(want) != have:
+            self._uniform = False
+        self._block = tuple(slice(0, w) for w in want)
+
+    def _create(self, ci: Mapping[str, Tensor], shape: tuple[int, ...]) -> None:
+        device = _device(ci)
         per_position = self.scope == "per_batch_per_position"
-        self.sources = {n: _init_sources("random", _source_shape(self.scope, shape, g.shape[-1], self.n_repeat), device,
-                                        per_position) for n, g in ci.items()}
+        self.sources = {n: _init_sources("random", (*shape, g.shape[-1] + 1), device, per_position) for n, g in ci.items()}
         _broadcast_shared(self.sources, self.scope)
         self.m = {n: torch.zeros_like(r) for n, r in self.sources.items()}
         self.v = {n: torch.zeros_like(r) for n, r in self.sources.items()}
+        self.counts = {n: torch.zeros(shape, dtype=torch.long, device=device) for n in self.sources}
+
+    def _grow(self, shape: tuple[int, ...]) -> None:
+        "Enlarge the bank to leading dims `shape`: old entries kept, new ones uniform sources with fresh Adam state."
+        per_position = self.scope == "per_batch_per_position"
+        for n, r in self.sources.items():
+            old = tuple(slice(0, d) for d in r.shape[:-1])
+            grown = _init_sources("random", (*shape, r.shape[-1]), r.device, per_position)
+            grown[old] = r
+            self.sources[n] = grown
+            for state in (self.m, self.v, self.counts):
+                bigger = torch.zeros((*shape, *state[n].shape[len(shape):]), dtype=state[n].dtype, device=r.device)
+                bigger[old] = state[n]
+                state[n] = bigger
+        self._uniform = False
 
     def _loss(self, cm, batch, target_out, ci, deltas, divergence, leaves, routing) -> Tensor:
         shape = _leading_shape(ci)
@@ -436,14 +529,22 @@ class PersistentPGD:
                                   deltas, divergence, routes)
 
     def _ascend(self, grads: Mapping[str, Tensor]) -> None:
+        "One Adam ascent step of this batch's block of the bank."
         _global_source_grads(grads, self.scope)
         self.t += 1
         b1, b2 = self.betas
+        blk = self._block
         for n, g in grads.items():
-            self.m[n].mul_(b1).add_(g, alpha=1 - b1)
-            self.v[n].mul_(b2).addcmul_(g, g, value=1 - b2)
-            m_hat, v_hat = self.m[n] / (1 - b1 ** self.t), self.v[n] / (1 - b2 ** self.t)
-            self.sources[n] = (self.sources[n] + self.lr * m_hat / (v_hat.sqrt() + self.eps)).clamp(0, 1)
+            m, v, count = self.m[n][blk], self.v[n][blk], self.counts[n][blk]
+            count += 1
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            if self._uniform:
+                m_hat, v_hat = m / (1 - b1 ** self.t), v / (1 - b2 ** self.t)
+            else:
+                steps = count.unsqueeze(-1).double()
+                m_hat, v_hat = m / (1 - b1 ** steps).to(m.dtype), v / (1 - b2 ** steps).to(v.dtype)
+            self.sources[n][blk] = (self.sources[n][blk] + self.lr * m_hat / (v_hat.sqrt() + self.eps)).clamp(0, 1)
 
     def loss(self, cm: ComponentModel, batch, target_out: Tensor, ci: Mapping[str, Tensor],
              deltas: Mapping[str, Tensor] | None, divergence) -> Tensor:
@@ -453,11 +554,11 @@ class PersistentPGD:
         fixed_deltas = None if deltas is None else {n: d.detach() for n, d in deltas.items()}
         for i in range(self.n_warmup):
             with record_function(f"vpd.adversary_ascent_{i + 1}"):
-                leaves = {n: r.clone().requires_grad_(True) for n, r in self.sources.items()}
+                leaves = {n: r[self._block].clone().requires_grad_(True) for n, r in self.sources.items()}
                 loss = self._loss(cm, batch, target_out, fixed_ci, fixed_deltas, divergence, leaves, "all")
                 self._ascend(dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())))))
         with record_function("vpd.adversarial_recon"):
-            self._leaves = {n: r.clone().requires_grad_(True) for n, r in self.sources.items()}
+            self._leaves = {n: r[self._block].clone().requires_grad_(True) for n, r in self.sources.items()}
             return self._loss(cm, batch, target_out, ci, deltas, divergence, self._leaves, self.routing)
 
     def step(self, weight: float = 1.0) -> None:
@@ -471,11 +572,15 @@ class PersistentPGD:
         self._ascend({n: r.grad / weight for n, r in leaves.items()})
 
     def state_dict(self) -> dict:
-        return {"sources": self.sources, "m": self.m, "v": self.v, "t": self.t}
+        return {"sources": self.sources, "m": self.m, "v": self.v, "t": self.t, "counts": self.counts}
 
     def load_state_dict(self, state: dict) -> None:
         copy = lambda d: {n: t.clone() for n, t in d.items()}
         self.sources, self.m, self.v, self.t = copy(state["sources"]), copy(state["m"]), copy(state["v"]), state["t"]
+        counts = state.get("counts")  # absent in checkpoints written before banks could grow: all took every step
+        self.counts = (copy(counts) if counts is not None else
+                       {n: torch.full(r.shape[:-1], self.t, dtype=torch.long, device=r.device) for n, r in self.sources.items()})
+        self._uniform = all(bool((c == self.t).all()) for c in self.counts.values())
 
 # %% ../nbs/01_method.ipynb #176eec4d
 class _SumOverRanks(torch.autograd.Function):
@@ -503,13 +608,22 @@ def _sum_over_ranks(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return dict(zip(names, summed.split([tensors[n].numel() for n in names])))
 
 
-def minimality_loss(ci_upper: Mapping[str, Tensor], p: float, beta: float = 0.0, eps: float = 1e-12) -> Tensor:
+def _powered(g: Tensor, p: float, eps: float, real: RealPositions | None) -> Tensor:
+    "Σ over (real) positions of `(g + eps)^p`, per subcomponent."
+    powered = (g.float() + eps).pow(p)
+    if real is not None:
+        powered = powered * real.mask.unsqueeze(-1)
+    return powered.reshape(-1, g.shape[-1]).sum(0)
+
+
+def minimality_loss(ci_upper: Mapping[str, Tensor], p: float, beta: float = 0.0, eps: float = 1e-12,
+                    real: RealPositions | None = None) -> Tensor:
     "Fused importance (+ `beta` x frequency) minimality of upper-leaky importances `[..., C]` over the global batch."
-    sums = _sum_over_ranks({n: (g.float() + eps).pow(p).reshape(-1, g.shape[-1]).sum(0) for n, g in ci_upper.items()})
+    sums = _sum_over_ranks({n: _powered(g, p, eps, real) for n, g in ci_upper.items()})
     world = data_parallel()[1]
     total = 0.0
     for name, g in ci_upper.items():
-        s, n = sums[name], g.numel() // g.shape[-1] * world
+        s, n = sums[name], (g.numel() // g.shape[-1] * world if real is None else real.total)
         total = total + (s / n).sum() + beta * (s / n * torch.log2(1 + s)).sum()
     return total
 
