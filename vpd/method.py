@@ -195,7 +195,7 @@ def causal_importances(cm: ComponentModel, ci_fn: nn.Module, inputs: Mapping[str
     return ({n: lower_leaky_hard_sigmoid(z) for n, z in logits.items()},
             {n: upper_leaky_hard_sigmoid(z) for n, z in logits.items()})
 
-# %% ../nbs/01_method.ipynb #5a289e38
+# %% ../nbs/01_method.ipynb #3d38ddbd
 @dataclass
 class RealPositions:
     "The real (unpadded) positions of a batch, and how many there are in the global batch (all ranks)."
@@ -276,11 +276,11 @@ def mse(pred: Tensor, target: Tensor | MSETarget) -> Tensor:
     return loss if target.variance is None else loss / target.variance
 
 
-DIVERGENCES = {"kl": kl_divergence, "mse": mse}
+DIVERGENCES = {"kl": kl_divergence, "mse": mse, "relative_mse": mse}
 
 
 def get_divergence(name: str):
-    "The output divergence called `name` (`'kl'` or `'mse'`)."
+    "The output divergence called `name` (`'kl'`, `'mse'` or `'relative_mse'`, which is `mse` with the variance)."
     if name not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {list(DIVERGENCES)}, got {name!r}")
     return DIVERGENCES[name]

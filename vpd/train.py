@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import nullcontext
+import sys
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Mapping
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -19,17 +21,21 @@ from fastcore.basics import patch
 from torch import Tensor
 from torch.profiler import record_function
 
-from .config import from_dict, load_yaml, require
-from .core import ComponentModel, find_sites, single_process
-from .method import (PersistentPGD, annealed_p, causal_importances, delta_l2, get_divergence, make_ci_fn, prepare_target,
-                        minimality_loss, stochastic_recon, stochastic_recon_layerwise)
+from .config import ConfigError, from_dict, load_yaml, merge_config, require
+from .core import (ComponentModel, data_parallel, describe, find_sites, frozen, masks_from_sources, model_state_kept,
+                      sample_sources, single_process)
+from .method import (ALIVE_THRESHOLD, PersistentPGD, RealPositions, annealed_p, causal_importances, delta_l2,
+                        get_divergence, make_ci_fn, minimality_loss, pgd_recon, prepare_target, spectrum_alive,
+                        stochastic_recon, stochastic_recon_layerwise, target_variance)
 from .runs import (CheckpointError, TrainingLoop, average_gradients, list_checkpoints, load_checkpoint,
                       lr_at, progress)
 
 # %% auto #0
-__all__ = ['OptimizerConfig', 'CIConfig', 'MinimalityConfig', 'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr',
-           'objective', 'loss_weights', 'load_weights', 'Trainer', 'native_bf16', 'bf16_autocast', 'Decomposition',
-           'build_ci_fn', 'decompose', 'load_decomposition']
+__all__ = ['SMALL_RECIPE', 'VARIANCE_BATCHES', 'DIVERGENCE_CHOICES', 'EVAL_MODES', 'OptimizerConfig', 'CIConfig',
+           'MinimalityConfig', 'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr', 'output_weights',
+           'wants_variance', 'objective', 'loss_weights', 'load_weights', 'Trainer', 'native_bf16', 'bf16_autocast',
+           'check_batch', 'seeded', 'with_divergence', 'below_rank', 'Decomposition', 'build_ci_fn', 'decompose',
+           'load_decomposition', 'eval_masks', 'Evaluation']
 
 # %% ../nbs/04_train.ipynb #79ee0ed3
 @dataclass
@@ -95,7 +101,7 @@ class DecompositionConfig:
     "Everything that defines a VPD training run."
     seed: int = 0
     steps: int = 10_000
-    divergence: Literal["kl", "mse"] = "kl"
+    divergence: Literal["kl", "mse", "relative_mse"] = "kl"
     use_delta: bool = True
     sampling: Literal["continuous", "binomial"] = "continuous"
     n_mask_samples: int = 1
@@ -130,26 +136,59 @@ class DecompositionConfig:
         "Load and validate a YAML config file."
         return from_dict(cls, load_yaml(path), where=Path(path).name)
 
+    @classmethod
+    def small(cls, **overrides) -> "DecompositionConfig":
+        "The small CPU recipe (`SMALL_RECIPE`), with `overrides` (nested sections as dicts)."
+        return from_dict(cls, merge_config(SMALL_RECIPE, overrides), where="DecompositionConfig.small()")
+
+
+SMALL_RECIPE = {  # a first decomposition of one or two matrices of a small model on a laptop CPU, in minutes
+    "steps": 1000, "log_every": 50, "save_every": 250,
+    "components_optimizer": {"lr": 1e-3, "grad_clip": 0.01}, "ci_optimizer": {"lr": 1e-3, "warmup_frac": 0.02},
+    "minimality": {"coeff": 1e-3},
+    "faithfulness_warmup_steps": 200, "faithfulness_warmup_lr": 1e-2,
+    "ci": {"kind": "global_transformer", "d_model": 64, "n_blocks": 1, "n_heads": 2, "max_len": 512},
+}
+
 # %% ../nbs/04_train.ipynb #59617b5e
 def scheduled_lr(opt: OptimizerConfig, step: int, steps: int) -> float:
     "The learning rate of optimizer config `opt` at `step` of `steps`."
     return lr_at(step, steps, opt.lr, int(opt.warmup_frac * steps), opt.schedule, opt.final_frac)
 
 # %% ../nbs/04_train.ipynb #a7532003
+def output_weights(real: RealPositions | None, target_out: Tensor) -> Tensor | None:
+    "Per-position weights of the output: the real positions' if the output has the sites' positions, else None."
+    if real is None or tuple(target_out.shape[:-1]) != tuple(real.mask.shape):
+        return None
+    return real.weights()
+
+
+def wants_variance(config: DecompositionConfig) -> bool:
+    "Whether the run's divergence is the scale-free MSE, which needs the target output's variance."
+    return config.divergence == "relative_mse"
+
+
 def objective(cm: ComponentModel, ci_fn: nn.Module, batch, config: DecompositionConfig, step: int,
-              adversary: PersistentPGD | None = None, autocast=None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+              adversary: PersistentPGD | None = None, autocast=None, output_variance: float | None = None
+              ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     "The unweighted loss terms on `batch` at `step` (differentiable) and the causal importances."
     c = config
     divergence = get_divergence(c.divergence)
+    if wants_variance(c) and output_variance is None:
+        raise ValueError("the scale-free MSE (divergence 'relative_mse') needs the target output's variance; "
+                         "Trainer.prepare measures it before step 0 (or pass output_variance)")
     deltas = cm.weight_deltas() if (c.use_delta or c.delta_l2_coeff > 0) else None
     recon_deltas = deltas if c.use_delta else None
+    mask = cm.position_mask(batch)
+    real = RealPositions.of(mask) if mask is not None else None
     out = {}
     with autocast or nullcontext():
         with torch.no_grad(), record_function("vpd.target_forward"):
             target_out, inputs = cm.target_forward(batch)
-            target = prepare_target(divergence, target_out)
+            target = prepare_target(divergence, target_out, output_weights(real, target_out),
+                                    output_variance if wants_variance(c) else None)
         with record_function("vpd.ci_function"):
-            ci, ci_upper = causal_importances(cm, ci_fn, inputs)
+            ci, ci_upper = causal_importances(cm, ci_fn, inputs, mask)
         if c.stochastic_coeff > 0:
             with record_function("vpd.stochastic_recon"):
                 out["stochastic_recon"] = stochastic_recon(cm, batch, target, ci, recon_deltas, divergence,
@@ -166,7 +205,7 @@ def objective(cm: ComponentModel, ci_fn: nn.Module, batch, config: Decomposition
             m = c.minimality
             p = annealed_p(step, c.steps, m.p_start, m.p_end, m.anneal_start_frac, m.anneal_end_frac)
             with record_function("vpd.minimality"):
-                out["minimality"] = minimality_loss(ci_upper, p, m.beta, m.eps)
+                out["minimality"] = minimality_loss(ci_upper, p, m.beta, m.eps, real)
     if c.delta_l2_coeff > 0:
         out["delta_l2"] = delta_l2(deltas)
     return out, ci
@@ -183,7 +222,7 @@ class _BatchStream:
     "An endless iterator over `data` that can save and restore its position."
 
     def __init__(self, data: Iterable):
-        self.data, self.consumed, self._pending = data, 0, None
+        self.data, self.consumed, self._pending = data, 0, []
         self._it = iter(data)
 
     def _draw(self):
@@ -197,28 +236,34 @@ class _BatchStream:
             raise ValueError("the data yielded no batches: pass an iterable of batches that is endless or can be "
                              "iterated again (a list, a DataLoader, a generator object cannot)") from None
 
+    def lookahead(self, k: int) -> list:
+        "The next `k` batches, without consuming them."
+        while len(self._pending) < k:
+            self._pending.append(self._draw())
+        return self._pending[:k]
+
     def peek(self):
         "The next batch, without consuming it."
-        if self._pending is None:
-            self._pending = self._draw()
-            self.consumed += 1
-        return self._pending
+        return self.lookahead(1)[0]
 
     def next(self):
         "The next batch."
         batch = self.peek()
-        self._pending = None
+        self._pending.pop(0)
+        self.consumed += 1
         return batch
 
     def state_dict(self) -> dict:
-        inner = self.data.state_dict() if hasattr(self.data, "state_dict") else None
-        return {"consumed": self.consumed, "inner": inner}
+        "The position: batches used, and the inner iterable's state with the batches drawn ahead of it."
+        if not hasattr(self.data, "state_dict"):
+            return {"consumed": self.consumed, "inner": None}
+        return {"consumed": self.consumed, "inner": self.data.state_dict(), "pending": list(self._pending)}
 
     def load_state_dict(self, state: Mapping) -> None:
         if state["inner"] is not None:
             self.data.load_state_dict(state["inner"])
             self._it = iter(self.data)
-            self.consumed = state["consumed"]
+            self.consumed, self._pending = state["consumed"], list(state.get("pending", []))
         else:
             for _ in range(state["consumed"]):
                 self.next()
@@ -257,6 +302,7 @@ class Trainer(TrainingLoop):
         self.cm, self.ci_fn, self.eval_fn = cm, ci_fn, eval_fn
         self.device = next(cm.components.parameters()).device
         self.stream = _BatchStream(data)
+        self.output_variance: float | None = None  # the scale-free MSE's unit, measured by `prepare`
         c = config
         self.opt_components = torch.optim.AdamW(cm.components.parameters(), lr=c.components_optimizer.lr,
                                                 betas=tuple(c.components_optimizer.betas),
@@ -295,8 +341,9 @@ def train_step(self: Trainer, batch) -> dict[str, Tensor]:
         for group in opt.param_groups:
             group["lr"] = scheduled_lr(oc, step, c.steps)
     losses, self._last_ci = objective(self.cm, self.ci_fn, batch, c, step, self.adversary,
-                                      bf16_autocast(self.device, c.bf16))
-    self._note_fired(self._last_ci)
+                                      bf16_autocast(self.device, c.bf16), self.output_variance)
+    self._last_mask = self.cm.position_mask(batch)
+    self._note_fired(self._last_ci, self._last_mask)
     weights = loss_weights(c)
     total = sum(weights[k] * v for k, v in losses.items())
     with record_function("vpd.backward"):
@@ -317,10 +364,46 @@ def next_step(self: Trainer) -> dict[str, Tensor]:
     return self.train_step(self.stream.next())
 
 # %% ../nbs/04_train.ipynb #2c255729
+VARIANCE_BATCHES = 4  # batches the scale-free MSE's variance is measured on
+
+
+def check_batch(cm: ComponentModel, batch, divergence: str = "mse") -> tuple[Tensor, tuple[int, ...]]:
+    "Run `batch` through the target and check output, sites and mask; returns the output and the sites' positions."
+    with torch.no_grad(), frozen(cm.model):
+        out, inputs = cm.target_forward(batch)
+    missing = [n for n in cm.names if n not in inputs]
+    if missing:
+        raise ValueError(f"site(s) {missing} did not run on the first batch: run_batch must run the model through them")
+    positions = {n: tuple(x.shape[:-1]) for n, x in inputs.items()}
+    if len(set(positions.values())) > 1:
+        raise ValueError(f"the sites' inputs have different leading (batch/position) dims {positions}; the CI function "
+                         "needs every site at the same positions: decompose sites of one stream together")
+    shape = next(iter(positions.values()))
+    mask = cm.position_mask(batch)
+    if mask is not None:
+        if tuple(mask.shape) != shape:
+            raise ValueError(f"the mask of real positions has shape {tuple(mask.shape)} but the sites' inputs have "
+                             f"positions {shape}; the mask must mark each position the sites see")
+        if not mask.any():
+            raise ValueError("the mask of real positions marks no position of the first batch as real")
+        if tuple(out.shape[:-1]) not in (shape, shape[:1]):
+            raise ValueError(f"the output {describe(out)} is neither per position {shape} nor per row {shape[:1]}, "
+                             "so the mask cannot say which of its entries are padding")
+    if divergence == "kl" and out.shape[-1] < 2:
+        raise ValueError(f"divergence 'kl' compares softmaxes over the output's last dim, but the output is "
+                         f"{describe(out)}; use 'mse' for outputs that are not logits")
+    return out, shape
+
+
 @patch
 def prepare(self: Trainer) -> None:
-    "Check the data before a fresh run writes anything."
-    self.stream.peek()
+    "Check the first batch and measure the scale-free MSE's variance before a fresh run writes anything."
+    check_batch(self.cm, self.stream.peek(), self.config.divergence)
+    if wants_variance(self.config):
+        batches = self.stream.lookahead(VARIANCE_BATCHES)
+        with torch.no_grad():
+            outs = [self.cm.target_forward(b)[0] for b in batches]
+        self.output_variance = target_variance(outs, [self.cm.position_mask(b) for b in batches])
 
 @patch
 def faithfulness_warmup(self: Trainer) -> float:
@@ -375,7 +458,7 @@ def checkpoint_state(self: Trainer) -> tuple[dict[str, Tensor], dict]:
     cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
     return self.weights(), {"opt_components": self.opt_components.state_dict(), "opt_ci": self.opt_ci.state_dict(),
                             "adversary": adversary, "rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
-                            "data": self._per_rank(self.stream.state_dict())}
+                            "data": self._per_rank(self.stream.state_dict()), "output_variance": self.output_variance}
 
 @patch
 def load_state(self: Trainer, tensors: Mapping[str, Tensor], state: Mapping, path: Path) -> None:
@@ -388,6 +471,7 @@ def load_state(self: Trainer, tensors: Mapping[str, Tensor], state: Mapping, pat
         self.adversary.load_state_dict(_to_device(own(state["adversary"]), self.device))
     self._set_rng_state(state["rng"], state.get("cuda_rng"))
     self.stream.load_state_dict(own(state["data"]))
+    self.output_variance = state.get("output_variance")
 
 # %% ../nbs/04_train.ipynb #e1d8e31a
 @patch
@@ -400,12 +484,13 @@ def _mean_over_ranks(self: Trainer, values: dict[str, Tensor]) -> dict[str, floa
     return dict(zip(values, (stacked / self.world_size).tolist()))
 
 @patch
-def _note_fired(self: Trainer, ci: Mapping[str, Tensor]) -> None:
-    "Remember which subcomponents had CI > 0 on some token of this batch."
+def _note_fired(self: Trainer, ci: Mapping[str, Tensor], mask: Tensor | None = None) -> None:
+    "Remember which subcomponents had CI > 0 on some (real) token of this batch."
     fired = getattr(self, "_fired", None) or {}
     with torch.no_grad():
         for n, g in ci.items():
-            now = (g > 0).reshape(-1, g.shape[-1]).any(0)
+            above = g > 0 if mask is None else (g > 0) & mask.unsqueeze(-1)
+            now = above.reshape(-1, g.shape[-1]).any(0)
             fired[n] = now if n not in fired else fired[n] | now
     self._fired = fired
 
@@ -423,8 +508,13 @@ def _alive_since_last_log(self: Trainer) -> dict[str, int]:
 
 @patch
 def log(self: Trainer, losses: Mapping[str, Tensor]) -> dict:
-    "The metrics row: losses, training seconds, learning rates, L0 and the alive count per site."
-    l0 = {n: (g > 0).float().sum(-1).mean() for n, g in self._last_ci.items()}
+    "The metrics row: losses, training seconds, learning rates, L0 (over real positions) and the alive count per site."
+    mask = getattr(self, "_last_mask", None)
+    if mask is None:
+        l0 = {n: (g > 0).float().sum(-1).mean() for n, g in self._last_ci.items()}
+    else:
+        weights = RealPositions.of(mask).weights()
+        l0 = {n: ((g > 0).float().sum(-1) * weights).sum() for n, g in self._last_ci.items()}
     means = self._mean_over_ranks({**losses, **{f"l0.{n}": v for n, v in l0.items()}})
     return {"step": self.step, **{k: means[k] for k in losses}, "seconds": self.train_seconds,
             "lr_components": self.opt_components.param_groups[0]["lr"], "lr_ci": self.opt_ci.param_groups[0]["lr"],
@@ -454,6 +544,46 @@ def summary(self: Trainer) -> dict:
 
 
 # %% ../nbs/04_train.ipynb #ccd893b7
+@contextmanager
+def seeded(seed: int, device="cpu") -> Iterator[None]:
+    "Run a block with the random generators seeded by `seed`, restoring their previous state afterwards."
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+DIVERGENCE_CHOICES = {"kl": "kl", "mse": "relative_mse", "mse_raw": "mse", "relative_mse": "relative_mse"}
+
+
+def with_divergence(config: DecompositionConfig, divergence: str | None, note: bool = True) -> DecompositionConfig:
+    "`config` with `divergence` ('kl', 'mse' = scale-free, 'mse_raw'); None keeps the config's, with a note on stderr."
+    if divergence is None:
+        if note and data_parallel()[0] == 0:
+            what = ("KL between the softmaxes of the output's last dim, right for logits only"
+                    if config.divergence == "kl" else
+                    "the scale-free MSE" if wants_variance(config) else "the raw MSE, whose size is the output's")
+            print(f"vpd: no divergence given, using the config's {config.divergence!r}: {what}. Pass divergence='kl' "
+                  "(logits), 'mse' (scale-free MSE) or 'mse_raw' to choose.", file=sys.stderr, flush=True)
+        return config
+    if divergence not in DIVERGENCE_CHOICES:
+        raise ConfigError(f"divergence must be one of {list(DIVERGENCE_CHOICES)}, got {divergence!r}")
+    return dataclasses.replace(config, divergence=DIVERGENCE_CHOICES[divergence])
+
+
+def below_rank(cm: ComponentModel) -> dict[str, tuple[int, int]]:
+    "`{site: (C, rank)}` for every site whose C is below the rank of its matrix."
+    found = {}
+    for site in cm.sites:
+        C = cm.sub(site.name).C
+        if C >= min(site.d_in, site.d_out):
+            continue
+        rank = int(torch.linalg.matrix_rank(site.weight().detach().float()))
+        if C < rank:
+            found[site.name] = (C, rank)
+    return found
+
+
 @dataclass
 class Decomposition:
     "A trained decomposition: the component model, its CI function and its config."
@@ -462,12 +592,13 @@ class Decomposition:
     config: DecompositionConfig
     summary: dict | None = None
     meta: dict | None = None  # where it came from, e.g. the target and data directories of a language-model run
+    output_variance: float | None = None  # the scale-free MSE's unit (runs with divergence 'relative_mse')
 
     def causal_importances(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         "The target's output and the (lower-leaky) causal importances of every site on `batch`."
-        with torch.no_grad():
+        with torch.no_grad(), frozen(self.cm.model):
             out, inputs = self.cm.target_forward(batch)
-            return out, causal_importances(self.cm, self.ci_fn, inputs)[0]
+            return out, causal_importances(self.cm, self.ci_fn, inputs, self.cm.position_mask(batch))[0]
 
 
 def build_ci_fn(cm: ComponentModel, ci: CIConfig) -> nn.Module:
@@ -477,35 +608,50 @@ def build_ci_fn(cm: ComponentModel, ci: CIConfig) -> nn.Module:
                       n_heads=ci.n_heads, d_ff=ci.d_ff, rope_base=ci.rope_base, max_len=ci.max_len)
 
 
+def _rng_devices(model: nn.Module, device) -> list:
+    "The CUDA devices whose random state `decompose` must restore."
+    where = torch.device(device) if device is not None else next(model.parameters()).device
+    return [where] if where.type == "cuda" else []
+
+
 def decompose(model: nn.Module, patterns: Mapping[str, int] | None, run_batch: Callable, data: Iterable,
               config: DecompositionConfig, out_dir: str | Path, divergence: str | None = None,
               sites: list | None = None, C: Mapping[str, int] | None = None, tied: Mapping[str, str] | None = None,
-              eval_fn: Callable | None = None, device=None, progress: bool = True) -> Decomposition:
+              eval_fn: Callable | None = None, device=None, progress: bool = True, output: str | int | None = None,
+              output_fn: Callable | None = None, mask: str | Callable | None = None) -> Decomposition:
     """Decompose `model`'s matrices matched by `patterns` (or explicit `sites` with `C`), training in `out_dir`.
 
-    `run_batch(model, batch)` returns the output to reconstruct; `divergence` ('kl' for logits, 'mse'),
-    if given, overrides `config.divergence`; `tied` maps a site to the site whose transpose it is."""
-    if divergence is not None:
-        config = dataclasses.replace(config, divergence=divergence)
+    `run_batch(model, batch)` runs a batch; `output`/`output_fn` pick the tensor to reconstruct from its result and
+    `mask` the batch's real positions; `divergence` is 'kl' (logits), 'mse' (scale-free) or 'mse_raw' (None: the
+    config's, with a note); `tied` maps a site to the site whose transpose it is."""
+    config = with_divergence(config, divergence)
     if sites is None:
         if not patterns:
             raise ValueError("give module-name patterns with a C for each, e.g. {'layers.*.mlp_in': 100}")
         sites, C = find_sites(model, patterns)
-    torch.manual_seed(config.seed)
-    cm = ComponentModel(model, sites, C, run_batch, tied)
-    ci_fn = build_ci_fn(cm, config.ci)
-    if device is not None:
-        cm.to(device); ci_fn.to(device)
-    torch.manual_seed(config.seed + 1)
-    trainer = Trainer(cm, ci_fn, config, data, out_dir, eval_fn=eval_fn, progress=progress)
-    summary = trainer.run()
-    return Decomposition(cm, ci_fn, config, summary)
+    with model_state_kept(model), torch.random.fork_rng(devices=_rng_devices(model, device)):
+        torch.manual_seed(config.seed)
+        cm = ComponentModel(model, sites, C, run_batch, tied, output=output, output_fn=output_fn, mask=mask)
+        short = below_rank(cm) if data_parallel()[0] == 0 else {}
+        if short:
+            sites_text = ", ".join(f"{n!r}: C={c} < rank {r}" for n, (c, r) in short.items())
+            warnings.warn(f"C is below the matrix's rank at {len(short)} site(s) ({sites_text}): all-ones masks cannot "
+                          "reproduce these matrices without the Δ-component; C >= rank lets the subcomponents alone "
+                          "sum to them", stacklevel=2)
+        ci_fn = build_ci_fn(cm, config.ci)
+        if device is not None:
+            cm.to(device); ci_fn.to(device)
+        torch.manual_seed(config.seed + 1)
+        trainer = Trainer(cm, ci_fn, config, data, out_dir, eval_fn=eval_fn, progress=progress)
+        summary = trainer.run()
+    return Decomposition(cm, ci_fn, config, summary, output_variance=trainer.output_variance)
 
 
 def load_decomposition(model: nn.Module, run_dir: str | Path, run_batch: Callable, patterns: Mapping[str, int] | None = None,
                        sites: list | None = None, C: Mapping[str, int] | None = None,
-                       tied: Mapping[str, str] | None = None) -> Decomposition:
-    "Rebuild a trained decomposition of `model` from the newest checkpoint in `run_dir`."
+                       tied: Mapping[str, str] | None = None, output: str | int | None = None,
+                       output_fn: Callable | None = None, mask: str | Callable | None = None) -> Decomposition:
+    "Rebuild a trained decomposition of `model` from the newest checkpoint in `run_dir` (this freezes `model`)."
     run_dir = Path(run_dir)
     ckpts = list_checkpoints(run_dir / "checkpoints")
     if not ckpts:
@@ -514,9 +660,155 @@ def load_decomposition(model: nn.Module, run_dir: str | Path, run_batch: Callabl
     config = from_dict(DecompositionConfig, state["config"], where=f"{ckpts[-1]} config")
     if sites is None:
         sites, C = find_sites(model, patterns)
-    cm = ComponentModel(model, sites, C, run_batch, tied)
+    cm = ComponentModel(model, sites, C, run_batch, tied, output=output, output_fn=output_fn, mask=mask)
     ci_fn = build_ci_fn(cm, config.ci)
     load_weights(cm, ci_fn, weights, ckpts[-1])
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return Decomposition(cm, ci_fn, config, summary)
+    return Decomposition(cm, ci_fn, config, summary, output_variance=state.get("output_variance"))
+
+# %% ../nbs/04_train.ipynb #396794ca
+EVAL_MODES = {
+    "target": "Target model",
+    "unmasked": "Unmasked (all masks = 1)",
+    "stochastic": "Stochastic masks",
+    "rounded>0": "Rounded masks (mask = 1 if CI > 0)",
+    "rounded>0.1": "Rounded masks (mask = 1 if CI > 0.1)",
+    "rounded>0.5": "Rounded masks (mask = 1 if CI > 0.5)",
+    "ci": "Causal importance values used as masks",
+    "ablated": "Decomposed matrices removed (all masks = 0)",
+    "adversarial": "Adversarial masks (fresh PGD, shared across the batch)",
+}
+
+
+def eval_masks(mode: str, ci: Mapping[str, Tensor], sampling: str = "continuous") -> dict[str, Tensor] | None:
+    "The masks of masking `mode` (an `EVAL_MODES` key other than 'adversarial') from CI `[..., C]`; None: the target."
+    if mode not in EVAL_MODES or mode == "adversarial":
+        raise ValueError(f"unknown masking mode {mode!r}; choose one of {[m for m in EVAL_MODES if m != 'adversarial']}")
+    if mode == "target":
+        return None
+    if mode in ("unmasked", "ablated"):
+        return {n: (torch.ones_like if mode == "unmasked" else torch.zeros_like)(g) for n, g in ci.items()}
+    if mode == "stochastic":
+        return {n: masks_from_sources(g, sample_sources((*g.shape[:-1], g.shape[-1] + 1), sampling, g.device))[0]
+                for n, g in ci.items()}
+    if mode == "ci":
+        return dict(ci)
+    threshold = float(mode.removeprefix("rounded>"))
+    return {n: (g > threshold).to(g.dtype) for n, g in ci.items()}
+
+
+@dataclass
+class Evaluation:
+    "What `Decomposition.evaluate` measured."
+    modes: "pd.DataFrame"        # a row per masking mode: its label, the divergence and the metric
+    sites: "pd.DataFrame"        # a row per matrix: C, rank, alive, alive (spectrum cutoff), mean L0, L0/alive
+    mean_ci: dict[str, Tensor]   # every subcomponent's mean CI over the real positions
+    positions: int               # the real positions evaluated
+
+
+class _SiteStatistics:
+    "Sums over real positions of every subcomponent's CI and of the CI > 0 counts."
+
+    def __init__(self):
+        self.sums, self.l0, self.n = {}, {}, 0
+
+    def add(self, ci: Mapping[str, Tensor], mask: Tensor | None) -> int:
+        "Add one batch's CI; returns its number of real positions."
+        for name, g in ci.items():
+            flat = g.reshape(-1, g.shape[-1]).double()
+            if mask is not None:
+                flat = flat[mask.reshape(-1)]
+            self.sums[name] = self.sums.get(name, 0) + flat.sum(0)
+            self.l0[name] = self.l0.get(name, 0) + int((flat > 0).sum())
+            n = len(flat)
+        self.n += n
+        return n
+
+    def table(self, cm: ComponentModel) -> tuple["pd.DataFrame", dict[str, Tensor]]:
+        import pandas as pd
+        mean_ci = {name: (self.sums[name] / self.n).float().cpu() for name in cm.names}
+        rows = {s.name: {"C": len(mean_ci[s.name]), "rank": min(s.d_in, s.d_out),
+                         "alive": int((mean_ci[s.name] > ALIVE_THRESHOLD).sum()),
+                         "alive (spectrum cutoff)": spectrum_alive(mean_ci[s.name]), "mean L0": self.l0[s.name] / self.n}
+                for s in cm.sites}
+        table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("matrix")
+        table["L0/alive"] = table["mean L0"] / table["alive"].where(table["alive"] > 0)
+        return table, mean_ci
+
+
+@patch
+def _scorer(self: Decomposition, target_out: Tensor, mask: Tensor | None):
+    "The run's divergence and the target prepared for it on one batch (weighted over real positions, scaled)."
+    divergence = get_divergence(self.config.divergence)
+    if wants_variance(self.config) and self.output_variance is None:
+        raise ValueError("this decomposition's divergence is the scale-free MSE but it has no output_variance; "
+                         "load it with load_decomposition (the variance is in its checkpoints)")
+    real = RealPositions.of(mask) if mask is not None else None
+    variance = self.output_variance if wants_variance(self.config) else None
+    return divergence, prepare_target(divergence, target_out, output_weights(real, target_out), variance)
+
+
+@patch
+def _adversarial_scores(self: Decomposition, batches: Sequence, metric, read, steps: int, step_size: float
+                        ) -> tuple[float, float | None]:
+    "Position-weighted divergence (and metric) under fresh PGD sources shared across each batch."
+    total, total_metric, n_total = 0.0, 0.0, 0
+    for batch in batches:
+        x = read(batch)
+        target_out, ci = self.causal_importances(x)
+        mask = self.cm.position_mask(x)
+        divergence, target = self._scorer(target_out, mask)
+        seen = {}
+
+        def keeping(pred, tgt):
+            seen["out"] = pred
+            return divergence(pred, tgt)
+        with torch.no_grad():
+            deltas = self.cm.weight_deltas() if self.config.use_delta else None
+            value = pgd_recon(self.cm, x, target, ci, deltas, keeping, steps, step_size, init="random",
+                              scope="shared_across_batch", routing="all")
+            n = int(mask.sum()) if mask is not None else ci[self.cm.names[0]][..., 0].numel()
+            total += value.item() * n
+            if metric is not None:
+                total_metric += float(metric(seen["out"], batch)) * n
+        n_total += n
+    return total / n_total, (total_metric / n_total if metric is not None else None)
+
+
+@patch
+def evaluate(self: Decomposition, batches: Sequence, metric: Callable | None = None, modes: Sequence[str] = tuple(EVAL_MODES),
+             adv_steps: int = 20, adv_step_size: float = 0.1, adv_batches: int | None = None,
+             model_input: Callable | None = None, seed: int = 0) -> Evaluation:
+    "Divergence (and `metric(output, batch)`) per masking mode, and C, alive and L0 per matrix, over real positions."
+    import pandas as pd
+    read = model_input or (lambda batch: batch)
+    plain = [m for m in modes if m != "adversarial"]
+    totals = {m: [0.0, 0.0] for m in plain}
+    stats, device = _SiteStatistics(), next(self.cm.components.parameters()).device
+    with frozen(self.cm.model), single_process():
+        with seeded(seed, device), torch.no_grad():
+            for batch in batches:
+                x = read(batch)
+                target_out, ci = self.causal_importances(x)
+                mask = self.cm.position_mask(x)
+                divergence, target = self._scorer(target_out, mask)
+                n = stats.add(ci, mask)
+                for mode in plain:
+                    masks = eval_masks(mode, ci, self.config.sampling)
+                    out = target_out if masks is None else self.cm.masked_forward(x, masks)
+                    totals[mode][0] += divergence(out, target).item() * n
+                    if metric is not None:
+                        totals[mode][1] += float(metric(out, batch)) * n
+        rows = {m: {"masking mode": EVAL_MODES[m], "divergence": d / stats.n, "metric": t / stats.n}
+                for m, (d, t) in totals.items()}
+        if "adversarial" in modes:
+            with seeded(seed, device):
+                d, t = self._adversarial_scores(list(batches)[:adv_batches], metric, read, adv_steps, adv_step_size)
+            rows["adversarial"] = {"masking mode": f"{EVAL_MODES['adversarial'][:-1]}, {adv_steps} steps of "
+                                                   f"{adv_step_size:g})", "divergence": d, "metric": t}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["masking mode", "divergence", "metric"])
+    if metric is None:
+        table = table.drop(columns="metric")
+    sites, mean_ci = stats.table(self.cm)
+    return Evaluation(table.rename_axis("mode"), sites, mean_ci, stats.n)
