@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -17,15 +16,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .core import masks_from_sources, sample_sources
 from .data import TokenData, load_tokenizer
 from .method import ALIVE_THRESHOLD, kl_divergence, pgd_recon, spectrum_alive
 from .runs import atomic_write, read_metrics
 from .target import SAMPLE_PROMPTS, lm_loss
-from .train import Decomposition
+from .train import EVAL_MODES, Decomposition, eval_masks, seeded
 
 # %% auto #0
-__all__ = ['MASK_MODES', 'ADV_STEPS', 'GENERATION_MODES', 'CONVERGENCE_CRITERIA', 'seeded', 'ci_statistics',
+__all__ = ['MASK_MODES', 'ADV_STEPS', 'GENERATION_MODES', 'CONVERGENCE_CRITERIA', 'lm_evaluation', 'ci_statistics',
            'decomposition_table', 'plot_ci_spectra', 'mode_masks', 'mode_logits', 'mode_ce', 'target_curve',
            'compute_recovered', 'ce_table', 'pgd_kl', 'adversarial_kl', 'adversarial_kl_table', 'greedy_ids',
            'generation_table', 'ce_vs_source', 'EvalConfig', 'reconstruction_metrics', 'comparison_table',
@@ -37,28 +35,17 @@ def _device(dec: Decomposition) -> torch.device:
     return next(dec.cm.parameters()).device
 
 
-@contextmanager
-def seeded(seed: int, device):
-    "Run a block with the random generators seeded by `seed`, restoring their previous state afterwards."
-    devices = [device] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+def lm_evaluation(dec: Decomposition, batches: Sequence[Tensor], modes: Sequence[str] = (), seed: int = 0, **kwargs):
+    "`Decomposition.evaluate` on windows `[B, T+1]`: the target reads `T` tokens, the metric is their next-token CE."
+    device = _device(dec)
+    return dec.evaluate(batches, metric=lambda logits, w: lm_loss(logits, w.to(logits.device)), modes=modes,
+                        model_input=lambda w: w[:, :-1].to(device), seed=seed, **kwargs)
 
 # %% ../nbs/09_evaluate.ipynb #a525a67e
-@torch.no_grad()
 def ci_statistics(dec: Decomposition, batches: Sequence[Tensor]) -> dict[str, dict]:
     "Per site: every subcomponent's mean CI over all evaluation tokens (`mean_ci`) and the mean number with CI > 0 (`mean_l0`)."
-    device = _device(dec)
-    sums, l0, n_tokens = {}, {}, 0
-    for w in batches:
-        _, ci = dec.causal_importances(w[:, :-1].to(device))
-        for name, g in ci.items():
-            flat = g.reshape(-1, g.shape[-1]).double()
-            sums[name] = sums.get(name, 0) + flat.sum(0)
-            l0[name] = l0.get(name, 0) + int((flat > 0).sum())
-        n_tokens += w[:, 1:].numel()
-    return {n: {"mean_ci": (sums[n] / n_tokens).float().cpu(), "mean_l0": l0[n] / n_tokens} for n in dec.cm.names}
+    result = lm_evaluation(dec, batches)
+    return {n: {"mean_ci": result.mean_ci[n], "mean_l0": float(result.sites.loc[n, "mean L0"])} for n in dec.cm.names}
 
 
 def _layer(name: str) -> str: return name.split(".", 1)[0]
@@ -105,32 +92,14 @@ def plot_ci_spectra(stats: Mapping[str, dict], threshold: float = ALIVE_THRESHOL
     return fig
 
 # %% ../nbs/09_evaluate.ipynb #5e158914
-MASK_MODES = {
-    "target": "Target model",
-    "unmasked": "Unmasked (all masks = 1)",
-    "stochastic": "Stochastic masks",
-    "rounded>0": "Rounded masks (mask = 1 if CI > 0)",
-    "rounded>0.1": "Rounded masks (mask = 1 if CI > 0.1)",
-    "rounded>0.5": "Rounded masks (mask = 1 if CI > 0.5)",
-    "ci": "Causal importance values used as masks",
-}
+MASK_MODES = {m: EVAL_MODES[m] for m in ("target", "unmasked", "stochastic", "rounded>0", "rounded>0.1", "rounded>0.5", "ci")}
 
 
 def mode_masks(mode: str, ci: Mapping[str, Tensor], sampling: str = "continuous") -> dict[str, Tensor] | None:
     "The masks of masking `mode` (a key of `MASK_MODES`) from CI `[..., C]` per site; None for the target itself."
     if mode not in MASK_MODES:
         raise ValueError(f"unknown masking mode {mode!r}; choose one of {list(MASK_MODES)}")
-    if mode == "target":
-        return None
-    if mode == "unmasked":
-        return {n: torch.ones_like(g) for n, g in ci.items()}
-    if mode == "stochastic":
-        return {n: masks_from_sources(g, sample_sources((*g.shape[:-1], g.shape[-1] + 1), sampling, g.device))[0]
-                for n, g in ci.items()}
-    if mode == "ci":
-        return dict(ci)
-    threshold = float(mode.removeprefix("rounded>"))
-    return {n: (g > threshold).to(g.dtype) for n, g in ci.items()}
+    return eval_masks(mode, ci, sampling)
 
 
 def mode_logits(dec: Decomposition, tokens: Tensor, mode: str, target_out: Tensor, ci: Mapping[str, Tensor]) -> Tensor:
@@ -139,21 +108,13 @@ def mode_logits(dec: Decomposition, tokens: Tensor, mode: str, target_out: Tenso
     return target_out if masks is None else dec.cm.masked_forward(tokens, masks)
 
 
-@torch.no_grad()
 def mode_ce(dec: Decomposition, batches: Sequence[Tensor], modes: Sequence[str] = tuple(MASK_MODES),
             seed: int = 0) -> dict[str, float]:
     "Mean next-token cross-entropy (nats) over the windows `[B, T+1]` of `batches`, for each masking mode."
-    device = _device(dec)
-    totals, n_tokens = dict.fromkeys(modes, 0.0), 0
-    with seeded(seed, device):
-        for w in batches:
-            w = w.to(device)
-            target_out, ci = dec.causal_importances(w[:, :-1])
-            n = w[:, 1:].numel()
-            for m in modes:
-                totals[m] += lm_loss(mode_logits(dec, w[:, :-1], m, target_out, ci), w).item() * n
-            n_tokens += n
-    return {m: t / n_tokens for m, t in totals.items()}
+    unknown = [m for m in modes if m not in MASK_MODES]
+    if unknown:
+        raise ValueError(f"unknown masking mode(s) {unknown}; choose from {list(MASK_MODES)}")
+    return lm_evaluation(dec, batches, modes, seed).modes["metric"].to_dict()
 
 # %% ../nbs/09_evaluate.ipynb #1cae642c
 def target_curve(target_dir: str | Path) -> list[tuple[int, float]]:
