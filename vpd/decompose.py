@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -50,12 +51,12 @@ LM_PRESETS = {
     "tiny": LMPreset(
         C={"attn.q": 128, "attn.k": 128, "attn.v": 128, "attn.o": 128, "mlp.up": 256, "mlp.down": 256},
         batch_size=8, seq_len=64,
-        config={"steps": 2500, "log_every": 25, "save_every": 250,
+        config={"steps": 6000, "log_every": 25, "save_every": 500,
                 "components_optimizer": {"lr": 1e-3, "grad_clip": 0.01, "warmup_frac": 0.0},
                 "ci_optimizer": {"lr": 1e-3, "warmup_frac": 0.02},
-                "minimality": {"coeff": 4e-4, "beta": 0.5},
+                "minimality": {"coeff": 4e-4, "beta": 0.5, "p_start": 1.0, "p_end": 0.5},
                 "adversary": {"coeff": 0.5, "lr": 0.01, "routing": "all"},
-                "ci": {"kind": "global_transformer", "d_model": 128, "n_blocks": 2, "n_heads": 4, "max_len": 64}}),
+                "ci": {"kind": "global_transformer", "d_model": 256, "n_blocks": 2, "n_heads": 4, "max_len": 64}}),
     "small": LMPreset(
         C={"attn.q": 192, "attn.k": 192, "attn.v": 320, "attn.o": 320, "mlp.up": 1024, "mlp.down": 1152},
         batch_size=32, seq_len=256,
@@ -74,6 +75,10 @@ LM_PRESETS = {
                 "ci": {"kind": "global_transformer", "d_model": 2048, "n_blocks": 8, "n_heads": 16, "d_ff": 8192,
                        "max_len": 512}}),
 }
+
+
+LM_PRESETS["tiny-long"] = dataclasses.replace(
+    LM_PRESETS["tiny"], config=merge_config(LM_PRESETS["tiny"].config, {"steps": 24_000, "save_every": 1000}))
 
 
 def get_lm_preset(preset: str | LMPreset) -> LMPreset:
