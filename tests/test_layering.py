@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ORDER = ["core", "method", "config", "runs", "train", "toys", "data", "target", "decompose", "evaluate", "pipeline",
-         "cli", "__main__"]
+ORDER = ["core", "method", "config", "runs", "train", "toys", "data", "target", "decompose", "evaluate", "own_model",
+         "pipeline", "cli", "__main__"]
 PACKAGE = Path(__file__).resolve().parent.parent / "vpd"
 
 
