@@ -34,8 +34,8 @@ from .runs import (CheckpointError, TrainingLoop, average_gradients, list_checkp
 __all__ = ['SMALL_RECIPE', 'VARIANCE_BATCHES', 'DIVERGENCE_CHOICES', 'EVAL_MODES', 'OptimizerConfig', 'CIConfig',
            'MinimalityConfig', 'AdversaryConfig', 'DecompositionConfig', 'scheduled_lr', 'output_weights',
            'wants_variance', 'objective', 'loss_weights', 'load_weights', 'Trainer', 'native_bf16', 'bf16_autocast',
-           'check_batch', 'seeded', 'with_divergence', 'below_rank', 'Decomposition', 'build_ci_fn', 'decompose',
-           'load_decomposition', 'eval_masks', 'Evaluation']
+           'check_batch', 'seeded', 'with_divergence', 'divergence_note', 'below_rank', 'Decomposition', 'build_ci_fn',
+           'decompose', 'load_decomposition', 'eval_masks', 'Evaluation']
 
 # %% ../nbs/04_train.ipynb #79ee0ed3
 @dataclass
@@ -556,19 +556,21 @@ def seeded(seed: int, device="cpu") -> Iterator[None]:
 DIVERGENCE_CHOICES = {"kl": "kl", "mse": "relative_mse", "mse_raw": "mse", "relative_mse": "relative_mse"}
 
 
-def with_divergence(config: DecompositionConfig, divergence: str | None, note: bool = True) -> DecompositionConfig:
-    "`config` with `divergence` ('kl', 'mse' = scale-free, 'mse_raw'); None keeps the config's, with a note on stderr."
+def with_divergence(config: DecompositionConfig, divergence: str | None) -> DecompositionConfig:
+    "`config` with `divergence` ('kl', 'mse' = scale-free, 'mse_raw'); None keeps the config's."
     if divergence is None:
-        if note and data_parallel()[0] == 0:
-            what = ("KL between the softmaxes of the output's last dim, right for logits only"
-                    if config.divergence == "kl" else
-                    "the scale-free MSE" if wants_variance(config) else "the raw MSE, whose size is the output's")
-            print(f"vpd: no divergence given, using the config's {config.divergence!r}: {what}. Pass divergence='kl' "
-                  "(logits), 'mse' (scale-free MSE) or 'mse_raw' to choose.", file=sys.stderr, flush=True)
         return config
     if divergence not in DIVERGENCE_CHOICES:
         raise ConfigError(f"divergence must be one of {list(DIVERGENCE_CHOICES)}, got {divergence!r}")
     return dataclasses.replace(config, divergence=DIVERGENCE_CHOICES[divergence])
+
+
+def divergence_note(config: DecompositionConfig) -> str:
+    "The note `decompose` prints when no divergence is given: which one the config has, and what it assumes."
+    what = ("KL between the softmaxes of the output's last dim, right for logits only" if config.divergence == "kl" else
+            "the scale-free MSE" if wants_variance(config) else "the raw MSE, whose size is the output's")
+    return (f"vpd: no divergence given, using the config's {config.divergence!r}: {what}. Pass divergence='kl' "
+            "(logits), 'mse' (scale-free MSE) or 'mse_raw' to choose.")
 
 
 def below_rank(cm: ComponentModel) -> dict[str, tuple[int, int]]:
@@ -625,6 +627,8 @@ def decompose(model: nn.Module, patterns: Mapping[str, int] | None, run_batch: C
     `mask` the batch's real positions; `divergence` is 'kl' (logits), 'mse' (scale-free) or 'mse_raw' (None: the
     config's, with a note); `tied` maps a site to the site whose transpose it is."""
     config = with_divergence(config, divergence)
+    if divergence is None and data_parallel()[0] == 0 and not list_checkpoints(Path(out_dir) / "checkpoints"):
+        print(divergence_note(config), file=sys.stderr, flush=True)   # a fresh run: say which divergence it trains with
     if sites is None:
         if not patterns:
             raise ValueError("give module-name patterns with a C for each, e.g. {'layers.*.mlp_in': 100}")
@@ -667,7 +671,7 @@ def load_decomposition(model: nn.Module, run_dir: str | Path, run_batch: Callabl
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return Decomposition(cm, ci_fn, config, summary, output_variance=state.get("output_variance"))
 
-# %% ../nbs/04_train.ipynb #396794ca
+# %% ../nbs/04_train.ipynb #b7d8b607
 EVAL_MODES = {
     "target": "Target model",
     "unmasked": "Unmasked (all masks = 1)",
