@@ -671,7 +671,7 @@ def load_decomposition(model: nn.Module, run_dir: str | Path, run_batch: Callabl
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return Decomposition(cm, ci_fn, config, summary, output_variance=state.get("output_variance"))
 
-# %% ../nbs/04_train.ipynb #b7d8b607
+# %% ../nbs/04_train.ipynb #16973243
 EVAL_MODES = {
     "target": "Target model",
     "unmasked": "Unmasked (all masks = 1)",
@@ -786,7 +786,9 @@ def evaluate(self: Decomposition, batches: Sequence, metric: Callable | None = N
              model_input: Callable | None = None, seed: int = 0) -> Evaluation:
     "Divergence (and `metric(output, batch)`) per masking mode, and C, alive and L0 per matrix, over real positions."
     import pandas as pd
-    read = model_input or (lambda batch: batch)
+    batches, read = list(batches), model_input or (lambda batch: batch)
+    if not batches:
+        raise ValueError("evaluate needs at least one batch")
     plain = [m for m in modes if m != "adversarial"]
     totals = {m: [0.0, 0.0] for m in plain}
     stats, device = _SiteStatistics(), next(self.cm.components.parameters()).device
@@ -808,7 +810,7 @@ def evaluate(self: Decomposition, batches: Sequence, metric: Callable | None = N
                 for m, (d, t) in totals.items()}
         if "adversarial" in modes:
             with seeded(seed, device):
-                d, t = self._adversarial_scores(list(batches)[:adv_batches], metric, read, adv_steps, adv_step_size)
+                d, t = self._adversarial_scores(batches[:adv_batches], metric, read, adv_steps, adv_step_size)
             rows["adversarial"] = {"masking mode": f"{EVAL_MODES['adversarial'][:-1]}, {adv_steps} steps of "
                                                    f"{adv_step_size:g})", "divergence": d, "metric": t}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["masking mode", "divergence", "metric"])
