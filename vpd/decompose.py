@@ -164,7 +164,7 @@ def decompose_lm(target_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     _check_meta(out_dir, meta)
     if rank == 0:
         write_json(out_dir / "lm.json", meta)
-    dec = decompose(folded, None, lm_forward, data, config, out_dir, sites=sites, C=C, device=device,
+    dec = decompose(folded, None, lm_forward, data, config, out_dir, divergence="kl", sites=sites, C=C, device=device,
                     progress=progress)
     dec.meta = meta
     return dec

@@ -467,8 +467,8 @@ def _run_toy(spec: ToySpec, out: Path, seed: int, steps: int | None, target_seed
     model, C = toy_target_and_sites(spec, target_seed, out / "target", progress)
     data = SparseFeatures(spec.n_features, spec.feature_p, spec.batch_size, spec.value_range, seed=seed)
     sites, _ = find_sites(model, C)
-    dec = decompose(model, None, lambda m, x: m(x), data, config, out / "decomposition", sites=sites, C=C,
-                    tied=dict(spec.tied), progress=progress)
+    dec = decompose(model, None, lambda m, x: m(x), data, config, out / "decomposition", divergence="mse_raw",
+                    sites=sites, C=C, tied=dict(spec.tied), progress=progress)
     summary = {"toy": name, "seed": seed, "target_seed": target_seed, "steps": dec.summary["steps"],
                "train_seconds": dec.summary["train_seconds"], **toy_scores(spec, dec, model),
                "final_losses": dec.summary["final"]}
