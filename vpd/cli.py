@@ -431,9 +431,76 @@ def _cmd_presets(args) -> int:
         print(f"  {name:14} " + " -> ".join(nb for nb, _ in stages))
     return 0
 
+# %% ../nbs/90_cli.ipynb #68e41a48
+def _cmd_harvest(args) -> int:
+    from vpd.harvest import HARVEST_PRESETS, HarvestConfig, harvest_run, matrix_table
+    from vpd.runs import distributed
+    flags = {"n_tokens": args.tokens, "split": args.split, "batch_size": args.batch_size, "seed": args.seed}
+    cfg = resolve_config(HarvestConfig, to_dict(_preset(HARVEST_PRESETS, args.preset, "harvest")), args.config, flags,
+                         where="vpd harvest config")
+    if not (Path(args.run) / "lm.json").exists():
+        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json); "
+                                "train one with `vpd decompose`")
+    out = _output_dir(args.out or Path(args.run) / "harvest")
+    _set_threads(args.threads)
+    with distributed() as (rank, world, device):
+        h = harvest_run(args.run, out, cfg, device=args.device or device)
+    if rank == 0:
+        print(matrix_table(h).to_string())
+        print(f"vpd harvest: {h.n_tokens:,} tokens, {len(h)} subcomponents, harvest written to {out}")
+    return 0
+
+
+def _harvest_of(path: str):
+    "The harvest in folder `path` or in a run directory's `harvest/` (`vpd.harvest.load`)."
+    from vpd.harvest import load
+    return load(path)
+
+
+def _cmd_browse(args) -> int:
+    from vpd.browse import write_site
+    h = _harvest_of(args.run)
+    out = _output_dir(args.out)
+    index = write_site(h, out, h.labels(args.labels) if args.labels else None)
+    print(f"vpd browse: site of {len(h)} subcomponents written to {out}; open {index.resolve().as_uri()}")
+    return 0
+
+
+def _cmd_label(args) -> int:
+    from vpd.labels import ChatClient, intruder_eval, label_subcomponents
+    h = _harvest_of(args.run)
+    client = None
+    if args.provider == "env":
+        client = ChatClient.from_env(cache_dir=h.path / "labels" / "cache")
+        if client is None:
+            raise ConfigError("--provider env needs VPD_LLM_BASE_URL and VPD_LLM_MODEL (and VPD_LLM_API_KEY) in the "
+                              "environment; or use --provider offline")
+    labels = label_subcomponents(h, client or "offline", top=args.top, n_examples=args.examples)
+    print(f"vpd label: {len(labels)} labels from {client.name if client else 'offline (statistical)'} written to "
+          f"{h.path / 'labels'}")
+    if args.intruder:
+        print(intruder_eval(h, client, n_per_matrix=args.per_matrix).to_string())
+    return 0
+
+
+def _cmd_bench_harvest(args) -> int:
+    from vpd.harvest import bench_harvest
+    from vpd.runs import write_json
+    if not (Path(args.run) / "lm.json").exists():
+        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json)")
+    out = _output_file(args.out or "runs/bench/harvest.json")
+    r = bench_harvest(args.run, args.tokens, args.split, args.threads)
+    write_json(out, r)
+    print("| benchmark | tokens | seconds | tokens/s | peak RSS (MiB) | load average (1 min) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {r['benchmark']} | {r['n_tokens']:,} | {r['seconds']:.0f} | {r['tokens_per_second']:.0f} "
+          f"| {r['peak_rss_mib']:.0f} | {r['load_average_1min']['before']:.1f} -> {r['load_average_1min']['after']:.1f} |")
+    print(f"vpd bench: benchmark written to {out}")
+    return 0
+
 # %% ../nbs/90_cli.ipynb #6b1d3f07
-def _add_toy_commands(sub) -> None:
-    "`vpd toy` and `vpd bench ...`."
+def _add_toy_commands(sub):
+    "`vpd toy` and `vpd bench ...`; returns the `bench` subparsers."
     p = sub.add_parser("toy", help="train and decompose a toy model with known ground truth")
     p.add_argument("name", help="toy name (see `vpd presets`)")
     p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
@@ -461,6 +528,7 @@ def _add_toy_commands(sub) -> None:
     p.add_argument("--threads", type=_at_least(1), default=1, help="torch threads")
     p.add_argument("--fp32", action="store_true", help="turn bf16 autocast off (it is on where the hardware has bf16)")
     p.set_defaults(handler=_cmd_bench_decompose)
+    return bench
 
 
 def _add_lm_commands(sub) -> None:
@@ -530,13 +598,50 @@ def _add_lm_commands(sub) -> None:
     p.set_defaults(handler=_cmd_sweep)
 
 
+def _add_component_commands(sub, bench) -> None:
+    "`vpd harvest`, `vpd browse`, `vpd label` and `vpd bench harvest`."
+    p = sub.add_parser("harvest", help="harvest what every subcomponent of a decomposition does")
+    p.add_argument("run", help="decomposition run directory (vpd decompose)")
+    p.add_argument("--out", help="harvest folder (default RUN/harvest; a stopped harvest there is resumed)")
+    p.add_argument("--preset", default="tiny", help="harvest preset: tiny, small or paper")
+    p.add_argument("--config", help="YAML file of HarvestConfig keys")
+    p.add_argument("--tokens", type=_at_least(1), help="tokens to read (default: the whole split)")
+    p.add_argument("--split", choices=["val", "train"], help="split of the token shards (default val)")
+    p.add_argument("--batch-size", type=_at_least(1), help="windows per forward pass")
+    p.add_argument("--seed", type=_at_least(0), help="seed of the uniform example sample")
+    p.add_argument("--threads", type=_at_least(1), help="torch threads per process")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(handler=_cmd_harvest)
+    p = sub.add_parser("browse", help="write the static site of a harvest")
+    p.add_argument("run", help="decomposition run directory or harvest folder")
+    p.add_argument("--out", required=True, help="folder for the site")
+    p.add_argument("--labels", help="label source in HARVEST/labels (default: the newest)")
+    p.set_defaults(handler=_cmd_browse)
+    p = sub.add_parser("label", help="label harvested subcomponents (and run intruder detection)")
+    p.add_argument("run", help="decomposition run directory or harvest folder")
+    p.add_argument("--provider", choices=["offline", "env"], default="offline",
+                   help="offline: statistical labels; env: the chat endpoint in VPD_LLM_BASE_URL / VPD_LLM_MODEL")
+    p.add_argument("--top", type=_at_least(1), help="label only the N densest subcomponents")
+    p.add_argument("--examples", type=_at_least(1), default=30, help="examples in each label prompt")
+    p.add_argument("--intruder", action="store_true", help="also run intruder detection (needs --provider env)")
+    p.add_argument("--per-matrix", type=_at_least(1), default=20, help="intruder trials per matrix")
+    p.set_defaults(handler=_cmd_label)
+    p = bench.add_parser("harvest", help="tokens/s and peak memory of a fresh harvest")
+    p.add_argument("--run", default="runs/tiny/decomposition", help="decomposition run directory")
+    p.add_argument("--tokens", type=_at_least(1), default=1_000_000, help="tokens to harvest")
+    p.add_argument("--split", choices=["val", "train"], default="train", help="split to read (val is small)")
+    p.add_argument("--out", help="JSON path (default runs/bench/harvest.json)")
+    p.add_argument("--threads", type=_at_least(1), default=1, help="torch threads")
+    p.set_defaults(handler=_cmd_bench_harvest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     "The `vpd` argument parser (it imports no stage module)."
     parser = _Parser(prog="vpd", description="adVersarial Parameter Decomposition")
     parser.add_argument("--version", action="version", version=f"vpd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_lm_commands(sub)
-    _add_toy_commands(sub)
+    _add_component_commands(sub, _add_toy_commands(sub))
     p = sub.add_parser("reproduce", help="run the reproduction notebooks with papermill")
     p.add_argument("--preset", default="tiny", help="tiny, paper or toys")
     p.add_argument("--force", action="store_true", help="rerun stages that already finished")

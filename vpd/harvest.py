@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -317,7 +317,7 @@ class ScaledCI(torch.nn.Module):
 
 def random_shards(root: Path, n_val: int, seed: int = 0) -> Path:
     """Token shards `root/tok` of random words (Zipf-distributed, so that tokens repeat) over the 40 `DEMO_WORDS`,
-    with a word-level `tokenizer.json`."""
+    with a word-level `tokenizer.json` (each token a space and a word)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     tok = root / "tok"
     tok.mkdir(parents=True, exist_ok=True)
@@ -327,7 +327,7 @@ def random_shards(root: Path, n_val: int, seed: int = 0) -> Path:
         ((rng.zipf(1.3, n) - 1) % vocab).astype(np.uint16).tofile(tok / f"{split}.bin")
     (tok / "shards.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": vocab, "splits": {
         s: {"file": f"{s}.bin", "tokens": n} for s, n in (("train", 4 * n_val), ("val", n_val))}}))
-    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(DEMO_WORDS)}, unk_token="the"))
+    words = Tokenizer(models.WordLevel({" " + w: i for i, w in enumerate(DEMO_WORDS)}, unk_token=" the"))
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     words.save(str(tok / "tokenizer.json"))
     return tok
@@ -424,10 +424,16 @@ def run_pass(dec: Decomposition, data: TokenData, out_dir: Path, cfg: HarvestCon
 FORMAT = "vpd-harvest/1"
 
 
-def _top_by(values: Tensor, n: int, valid: Tensor) -> tuple[Tensor, Tensor]:
-    "Per row of `values [G, V]`, the `n` largest among `valid` entries: `(values, column indices)` padded with NaN / -1."
-    masked = torch.where(valid, values.double(), torch.tensor(-math.inf, dtype=torch.float64))
-    v, i = masked.topk(min(n, values.shape[1]), dim=1)
+def _top_by(values: Tensor, n: int, valid: Tensor, then: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per row of `values [R, V]`, the `n` largest among `valid` entries, ties broken by the larger `then`, then the
+    lower column: `(values, column indices)`, padded with NaN / -1."""
+    v = torch.where(valid, values.double(), torch.tensor(-math.inf, dtype=torch.float64))
+    order = torch.arange(v.shape[1]).expand_as(v)
+    if then is not None:
+        order = then.double().argsort(dim=1, descending=True, stable=True)
+    pick = v.gather(1, order).argsort(dim=1, descending=True, stable=True)[:, :n]
+    i = order.gather(1, pick)
+    v = v.gather(1, i)
     ok = torch.isfinite(v)
     v, i = torch.where(ok, v, math.nan), torch.where(ok, i, -1)
     if v.shape[1] < n:
@@ -438,25 +444,30 @@ def _top_by(values: Tensor, n: int, valid: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def token_tables(counts_vg: Tensor, marginal: Tensor, fires: Tensor, n_tokens: int, n: int, min_count: int,
-                 prefix: str) -> dict[str, Tensor]:
-    "The most frequent and the highest-PMI tokens of every subcomponent from counts `[V, G]`."
-    counts = counts_vg.T.double()
-    top_v, top_i = _top_by(counts, n, counts > 0)
-    pmi = torch.log(counts * n_tokens / (fires.double().view(-1, 1) * marginal.double().view(1, -1)))
-    pmi_v, pmi_i = _top_by(pmi, n, counts >= min_count)
-    return {f"{prefix}_top": top_i.int(), f"{prefix}_top_count": torch.nan_to_num(top_v, nan=0).long(),
-            f"{prefix}_pmi": pmi_v.float(), f"{prefix}_pmi_token": pmi_i.int()}
+                 prefix: str, chunk: int = 1024) -> dict[str, Tensor]:
+    """The most frequent and the highest-PMI tokens of every subcomponent from counts `[V, G]` (ties: the larger
+    count, then the lower token id), `chunk` subcomponents at a time."""
+    parts = []
+    for lo in range(0, counts_vg.shape[1], chunk):
+        counts = counts_vg[:, lo:lo + chunk].T.double()
+        top_v, top_i = _top_by(counts, n, counts > 0)
+        pmi = torch.log(counts * n_tokens / (fires[lo:lo + chunk].double().view(-1, 1) * marginal.double().view(1, -1)))
+        pmi_v, pmi_i = _top_by(pmi, n, counts >= min_count, then=counts)
+        parts.append({f"{prefix}_top": top_i.int(), f"{prefix}_top_count": torch.nan_to_num(top_v, nan=0).long(),
+                      f"{prefix}_pmi": pmi_v.float(), f"{prefix}_pmi_token": pmi_i.int(),
+                      f"{prefix}_pmi_count": torch.where(pmi_i >= 0, counts.gather(1, pmi_i.clamp_min(0)), 0).long()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def cofire_table(cofire: Tensor, count: Tensor, m: int, chunk: int = 4096) -> dict[str, Tensor]:
-    "Each subcomponent's `m` partners with the highest Jaccard index (rows in chunks, so memory stays O(chunk * G))."
+    "Each subcomponent's `m` partners with the highest Jaccard index (ties: more co-firings), `chunk` rows at a time."
     idx, cnt, jac = [], [], []
     for lo in range(0, len(count), chunk):
         co = cofire[lo:lo + chunk].double()
         union = count[lo:lo + chunk].double().view(-1, 1) + count.double().view(1, -1) - co
         partner = co > 0
         partner[torch.arange(len(co)), torch.arange(lo, lo + len(co))] = False   # not itself
-        v, i = _top_by(co / union.clamp_min(1), m, partner)
+        v, i = _top_by(co / union.clamp_min(1), m, partner, then=co)
         idx.append(i.int())
         jac.append(torch.nan_to_num(v, nan=0).float())
         cnt.append(torch.where(i >= 0, co.gather(1, i.clamp_min(0)), 0).long())
@@ -738,7 +749,8 @@ def _tokens_of(self: Harvest, key, side: str, by: str) -> pd.DataFrame:
                        "pmi": torch.log(cnt * n / (fires * marginal[tok].double())).numpy(),
                        "precision": (cnt / marginal[tok].double()).numpy(), "recall": (cnt / max(fires, 1)).numpy()})
     if by == "pmi":
-        df = df[df["count"] >= self.config.pmi_min_count].sort_values(["pmi", "count"], ascending=False)
+        df = df[df["count"] >= self.config.pmi_min_count].sort_values(["pmi", "count", "token"],
+                                                                        ascending=[False, False, True], kind="stable")
     return df.reset_index(drop=True)
 
 

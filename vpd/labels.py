@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from .config import ConfigError, require
+from .config import require
 from .harvest import Example, Harvest
 from .runs import atomic_write
 
@@ -142,8 +142,8 @@ def statistical_label(h: Harvest, key, n: int = 3) -> tuple[str, str]:
             "offline: no language model was asked; the input and predicted tokens with the highest PMI")
 
 # %% ../nbs/12_labels.ipynb #c5afc89b
-class LabelError(RuntimeError):
-    "A label provider failed (after its retries, or with an error that retrying cannot fix)."
+class LabelError(OSError):
+    "A label provider failed (after its retries, or with an error that retrying cannot fix): an I/O error to the command line."
 
 
 ENV = {"base_url": "VPD_LLM_BASE_URL", "model": "VPD_LLM_MODEL", "api_key": "VPD_LLM_API_KEY",
