@@ -115,8 +115,8 @@ def top_keys(ci: Tensor, act: Tensor) -> Tensor:
 
 def random_keys(firing: Tensor, seed: int, batch_index: int) -> Tensor:
     "Uniform float32 keys in [0, 1) for the firing positions of batch `batch_index` (-1 elsewhere), seeded by `(seed, batch_index)`."
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(batch_index))
-    u = torch.rand(firing.shape, generator=gen).to(firing.device)
+    gen = torch.Generator(device=firing.device).manual_seed(int(seed) * 1_000_003 + int(batch_index))
+    u = torch.rand(firing.shape, generator=gen, device=firing.device)
     return torch.where(firing, u, torch.full_like(u, -1.0))
 
 # %% ../nbs/11_harvest.ipynb #ed48104f
@@ -227,9 +227,10 @@ def _act_stats(t: dict, act: Tensor, firing: Tensor) -> None:
 
 
 def _cofire(t: dict, firing: Tensor) -> None:
-    "Add the co-firing counts of a batch, exactly, in bf16 blocks."
-    for i in range(0, firing.shape[0], _COFIRE_BLOCK):
-        block = firing[i:i + _COFIRE_BLOCK].to(torch.bfloat16)
+    "Add the co-firing counts of a batch, exactly: bf16 blocks of 256 rows on CPUs, fp32 blocks of 2^24 rows on GPUs."
+    dtype, rows = (torch.float32, 2 ** 24) if firing.is_cuda else (torch.bfloat16, _COFIRE_BLOCK)
+    for i in range(0, firing.shape[0], rows):
+        block = firing[i:i + rows].to(dtype)
         t["cofire"] += (block.T @ block).to(torch.int32)
 
 
