@@ -528,21 +528,25 @@ def example_tensors(state: HarvestState) -> dict[str, Tensor]:
     return out
 
 # %% ../nbs/11_harvest.ipynb #7f2971bf
+def _token_list(h: "Harvest", g: int, ids: str, values: str, n: int) -> list:
+    "`[[text, value], ...]` from row `g` of the token-id tensor `ids` and the value tensor `values` (padding dropped)."
+    pairs = zip(h.stats[ids][g].tolist(), h.stats[values][g].tolist())
+    return [[h.vocab[i], round(float(v), 4)] for i, v in pairs if i >= 0][:n]
+
+
 def _records(h: "Harvest", n: int = 10) -> str:
     "`subcomponents.jsonl`: one readable JSON line per subcomponent."
-    s, text, lines = h.stats, h.vocab, []
+    s, lines = h.stats, []
     for g, key in enumerate(h.keys):
         site, c = key.rsplit(":", 1)
-        def tokens(side: str, kind: str) -> list:
-            ids, vals = s[f"{side}_{kind}" if kind == "top" else f"{side}_pmi_token"][g], \
-                s[f"{side}_top_count" if kind == "top" else f"{side}_pmi"][g]
-            return [[text[i], round(float(v), 4)] for i, v in zip(ids.tolist(), vals.tolist()) if i >= 0][:n]
         lines.append(json.dumps({
             "key": key, "site": site, "c": int(c), "index": g, "density": float(s["density"][g]),
             "density_any": float(s["density_any"][g]), "mean_ci": float(s["mean_ci"][g]),
             "act_mean": float(s["act_mean"][g]), "act_pos_frac": float(s["act_pos_frac"][g]),
-            "input_pmi": tokens("input", "pmi"), "output_pmi": tokens("output", "pmi"),
-            "input_top": tokens("input", "top"), "output_top": tokens("output", "top"),
+            "input_pmi": _token_list(h, g, "input_pmi_token", "input_pmi", n),
+            "output_pmi": _token_list(h, g, "output_pmi_token", "output_pmi", n),
+            "input_top": _token_list(h, g, "input_top", "input_top_count", n),
+            "output_top": _token_list(h, g, "output_top", "output_top_count", n),
             "cofire": [[h.keys[p], round(float(j), 4)] for p, j in zip(s["cofire"][g].tolist(),
                                                                      s["cofire_jaccard"][g].tolist()) if p >= 0][:n]},
             ensure_ascii=False))
