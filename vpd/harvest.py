@@ -235,26 +235,29 @@ def _cofire(t: dict, firing: Tensor) -> None:
 
 
 def candidates(kept: Mapping[str, Tensor], keys: Tensor, pos: Tensor, tokens: Tensor, ci: Tensor, act: Tensor,
-               seq_len: int, context: int) -> dict[str, Tensor]:
-    """A batch's best candidates for an example set, windows cut only for those that beat the set's current
-    last entry (the others get key -1, so they cannot enter)."""
+               seq_len: int, context: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """The subcomponents (`rows`) whose example set a batch can change, and their best candidates `[len(rows), k]`:
+    rows whose best key in the batch is below the set's last entry are skipped, and windows are cut only for
+    candidates that beat that entry (the others get key -1, so they cannot enter)."""
     k = kept["key"].shape[1]
-    key, idx = largest(keys, k)
+    best = keys.max(0).values
+    rows = ((best >= 0) & (best >= kept["key"][:, -1])).nonzero()[:, 0]
+    key, idx = largest(keys[:, rows], k)
     cand_pos = pos[idx]
-    last_key, last_pos = kept["key"][:, -1:], kept["pos"][:, -1:]
+    last_key, last_pos = kept["key"][rows, -1:], kept["pos"][rows, -1:]
     enters = (key >= 0) & ((key > last_key) | ((key == last_key) & (cand_pos < last_pos)))
-    out = {"key": torch.where(enters, key, torch.full_like(key, -1)), "pos": torch.where(enters, cand_pos, -1)}
-    W = 2 * context + 1
-    fields = {"tokens": torch.full((*idx.shape, W), -1, dtype=torch.int32, device=idx.device),
-              "window_ci": torch.zeros((*idx.shape, W), dtype=torch.float16, device=idx.device),
-              "window_act": torch.zeros((*idx.shape, W), dtype=torch.float16, device=idx.device),
-              "ci": torch.zeros(idx.shape, device=idx.device), "act": torch.zeros(idx.shape, device=idx.device)}
-    g, slot = enters.nonzero(as_tuple=True)
-    if len(g):
-        cut = example_windows(idx[g, slot], g, tokens, ci, act, seq_len, context)
+    W, dev = 2 * context + 1, idx.device
+    new = {"key": torch.where(enters, key, torch.full_like(key, -1)), "pos": torch.where(enters, cand_pos, -1),
+           "tokens": torch.full((*idx.shape, W), -1, dtype=torch.int32, device=dev),
+           "window_ci": torch.zeros((*idx.shape, W), dtype=torch.float16, device=dev),
+           "window_act": torch.zeros((*idx.shape, W), dtype=torch.float16, device=dev),
+           "ci": torch.zeros(idx.shape, device=dev), "act": torch.zeros(idx.shape, device=dev)}
+    r, slot = enters.nonzero(as_tuple=True)
+    if len(r):
+        cut = example_windows(idx[r, slot], rows[r], tokens, ci, act, seq_len, context)
         for f, v in cut.items():
-            fields[f][g, slot] = v
-    return {**out, **fields}
+            new[f][r, slot] = v
+    return rows, new
 
 
 def update(state: HarvestState, tokens: Tensor, starts: Tensor, ci: Tensor, act: Tensor, pred: Tensor,
@@ -279,7 +282,11 @@ def update(state: HarvestState, tokens: Tensor, starts: Tensor, ci: Tensor, act:
     for kind, keys, k in (("top", top_keys(ci, act), cfg.top_k),
                           ("random", random_keys(firing, cfg.seed, batch_index), cfg.n_random)):
         kept = state.examples(kind)
-        state.set_examples(kind, keep_largest(kept, candidates(kept, keys, pos, flat, ci, act, T, cfg.context), k))
+        rows, new = candidates(kept, keys, pos, flat, ci, act, T, cfg.context)
+        if len(rows):
+            merged = keep_largest({f: v[rows] for f, v in kept.items()}, new, k)
+            for f, v in merged.items():
+                kept[f][rows] = v
     state.batches += 1
 
 # %% ../nbs/11_harvest.ipynb #c4572ace
