@@ -4,7 +4,7 @@ prefilled from the address, filters the cards) and a screenshot is taken (the co
 run's site, figures/tiny/browser.png, comes from the same `vpd.browse.screenshot` in the components stage).
 
 Chromium is installed with apt-get when it is missing and this runs as root; otherwise the tests are skipped
-with the reason printed. Every subprocess has a deadline and runs in a process group of its own, killed whole
+and the reason is printed in the warnings summary. Every subprocess has a deadline and runs in a process group of its own, killed whole
 when the deadline passes."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import html
 import os
 import re
 import shutil
+import warnings
 
 import pytest
 
@@ -43,7 +44,7 @@ def chromium():
         reason = _install_chromium()
         path = find_chromium()
         if path is None:
-            print(f"\nskipping the browser tests: {reason}")
+            warnings.warn(f"the browser tests are skipped: {reason}")   # shown in the summary of `pytest -q`
             pytest.skip(reason)
     return path
 
