@@ -67,7 +67,7 @@ def test_bench_harvest(micro_run, tmp_path, capsys):
     assert main(["bench", "harvest", "--run", str(micro_run), "--tokens", "480", "--split", "val", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["n_tokens"] == 480 and r["tokens_per_second"] == pytest.approx(480 / r["seconds"])
-    assert r["peak_rss_mib"] > 0 and set(r["load_average_1min"]) == {"before", "after"}
+    assert r["peak_rss_mib"] > 0 and set(r["load_average_1min"]) == {"before", "after"} and r["cpu_seconds"] > 0
 
 
 def test_torchrun_matches_one_process(micro_run, tmp_path):

@@ -864,14 +864,15 @@ def bench_harvest(run_dir: str | Path, n_tokens: int = 1_000_000, split: str = "
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="vpd-bench-harvest-"))
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         h = harvest(dec, dec.meta["data_dir"], work / "harvest", cfg, show_progress=True)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         size = sum(p.stat().st_size for p in (work / "harvest").rglob("*") if p.is_file())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"benchmark": f"harvest {preset}", "n_tokens": h.n_tokens, "split": cfg.split, "seconds": seconds,
             "tokens_per_second": h.n_tokens / seconds, "projected_seconds_per_million": 1e6 * seconds / h.n_tokens,
+            "cpu_seconds": cpu, "tokens_per_cpu_second": h.n_tokens / cpu,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
             "harvest_mib_on_disk": size / 2**20, "subcomponents": len(h), "config": to_dict(cfg),
