@@ -4,7 +4,8 @@ The names below are the ones a user needs; each is imported from its module on f
 `vpd --help`) stays fast and importing one module does not pull in the others. The one-call entry point for any
 model is `vpd.train.decompose` (not re-exported here: `vpd.decompose` is the language-model module). The modules, in the order of
 the notebooks: `vpd.core`, `vpd.method`, `vpd.config`, `vpd.runs`, `vpd.train`, `vpd.toys`, `vpd.data`,
-`vpd.target`, `vpd.decompose`, `vpd.evaluate`, `vpd.cli`, `vpd.pipeline`.
+`vpd.target`, `vpd.decompose`, `vpd.evaluate`, `vpd.own_model`, `vpd.harvest`, `vpd.labels`, `vpd.browse`,
+`vpd.attention`, `vpd.pipeline`, `vpd.cli`.
 """
 __version__ = "0.1.0"
 
@@ -17,7 +18,9 @@ _EXPORTS = {
     "TargetTrainConfig": "vpd.target", "train_target": "vpd.target", "load_target": "vpd.target",
     "decompose_lm": "vpd.decompose", "load_lm_decomposition": "vpd.decompose",
     "evaluate_run": "vpd.evaluate",
+    "harvest_run": "vpd.harvest", "load_harvest": "vpd.harvest",
 }
+_RENAMED = {"load_harvest": "load"}  # exported under a clearer name than the module's own
 __all__ = sorted(_EXPORTS)
 
 
@@ -26,7 +29,7 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'vpd' has no attribute {name!r}")
     import importlib
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

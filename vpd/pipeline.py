@@ -29,7 +29,8 @@ def lm_stages(preset: str, corpus: str, vocab: int) -> list[tuple[str, dict]]:
                               "control_dir": f"{run}/decomposition-no-adversary"}),
             ("09_evaluate", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition",
                              "control_dir": f"{run}/decomposition-no-adversary"}),
-            ("13_browser", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition"})]
+            ("13_browser", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition"}),
+            ("14_attention", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition"})]
 
 
 PRESETS = {
