@@ -18,9 +18,8 @@ _EXPORTS = {
     "TargetTrainConfig": "vpd.target", "train_target": "vpd.target", "load_target": "vpd.target",
     "decompose_lm": "vpd.decompose", "load_lm_decomposition": "vpd.decompose",
     "evaluate_run": "vpd.evaluate",
-    "harvest_run": "vpd.harvest", "load_harvest": "vpd.harvest",
+    "harvest_run": "vpd.harvest",
 }
-_RENAMED = {"load_harvest": "load"}  # exported under a clearer name than the module's own
 __all__ = sorted(_EXPORTS)
 
 
@@ -29,7 +28,7 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'vpd' has no attribute {name!r}")
     import importlib
-    value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
 
