@@ -302,6 +302,7 @@ class Trainer(TrainingLoop):
         self.cm, self.ci_fn, self.eval_fn = cm, ci_fn, eval_fn
         self.device = next(cm.components.parameters()).device
         self.stream = _BatchStream(data)
+        self._fired: dict[str, Tensor] = {}  # per site, which subcomponents fired since the last log row
         self.output_variance: float | None = None  # the scale-free MSE's unit, measured by `prepare`
         c = config
         self.opt_components = torch.optim.AdamW(cm.components.parameters(), lr=c.components_optimizer.lr,
@@ -486,18 +487,17 @@ def _mean_over_ranks(self: Trainer, values: dict[str, Tensor]) -> dict[str, floa
 @patch
 def _note_fired(self: Trainer, ci: Mapping[str, Tensor], mask: Tensor | None = None) -> None:
     "Remember which subcomponents had CI > 0 on some (real) token of this batch."
-    fired = getattr(self, "_fired", None) or {}
+    fired = self._fired
     with torch.no_grad():
         for n, g in ci.items():
             above = g > 0 if mask is None else (g > 0) & mask.unsqueeze(-1)
             now = above.reshape(-1, g.shape[-1]).any(0)
             fired[n] = now if n not in fired else fired[n] | now
-    self._fired = fired
 
 @patch
 def _alive_since_last_log(self: Trainer) -> dict[str, int]:
     "Per site, how many subcomponents fired on any rank since the last log row; starts a new window."
-    fired, self._fired = getattr(self, "_fired", None) or {}, {}
+    fired, self._fired = self._fired, {}
     names = list(fired)
     if not names:
         return {}
