@@ -170,3 +170,18 @@ def has_lines(path: Path, n: int) -> Callable[[], bool]:
         except FileNotFoundError:
             return False
     return ready
+
+
+def torchrun_or_skip() -> str:
+    "The torchrun executable beside this Python (or on PATH); skips the calling test when it or gloo is missing."
+    import shutil
+    import sys
+
+    import pytest
+    import torch
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun not found")
+    return torchrun

@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from procs import run
+from procs import run, torchrun_or_skip
 from vpd.cli import main
 from vpd.config import merge_config, to_dict
 from vpd.decompose import LM_PRESETS, LMPreset
@@ -105,11 +105,7 @@ def _decompose(cmd_prefix, target, data, preset, out, steps=6):
 
 
 def test_torchrun_matches_one_process(lm, tmp_path):
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    if not Path(torchrun).exists():
-        pytest.skip("torchrun not found")
+    torchrun = torchrun_or_skip()
     target, data, preset = lm
     one = _decompose([sys.executable], target, data, preset, tmp_path / "one")
     two = _decompose([torchrun, "--standalone", "--nproc_per_node", "2"], target, data, preset, tmp_path / "two")

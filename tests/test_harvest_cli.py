@@ -3,7 +3,6 @@ one-layer target, the `micro` preset of `test_decompose_cli`): the commands' out
 harvest under torchrun with two processes that equals the one-process harvest."""
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from procs import run
+from procs import run, torchrun_or_skip
 from test_decompose_cli import MICRO, random_lm_run
 from vpd.cli import main
 from vpd.decompose import decompose_lm, lm_config
@@ -71,11 +70,7 @@ def test_bench_harvest(micro_run, tmp_path, capsys):
 
 
 def test_torchrun_matches_one_process(micro_run, tmp_path):
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    if not Path(torchrun).exists():
-        pytest.skip("torchrun not found")
+    torchrun = torchrun_or_skip()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["-m", "vpd", "harvest", str(micro_run), "--tokens", "900", "--batch-size", "4", "--threads", "1"]
     for cmd, out in (([sys.executable], tmp_path / "one"), ([torchrun, "--standalone", "--nproc_per_node", "2"], tmp_path / "two")):
