@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ORDER = ["core", "method", "config", "runs", "train", "toys", "data", "target", "decompose", "evaluate", "own_model", "harvest", "labels", "browse", "attention", "graphview",
+ORDER = ["core", "method", "config", "runs", "train", "toys", "data", "target", "decompose", "evaluate", "own_model", "harvest", "labels", "browse", "attention", "graphview", "circuits",
          "pipeline", "cli", "__main__"]
 PACKAGE = Path(__file__).resolve().parent.parent / "vpd"
 

@@ -499,6 +499,27 @@ def _cmd_bench_harvest(args) -> int:
     print(f"vpd bench: benchmark written to {out}")
     return 0
 
+# %% ../nbs/90_cli.ipynb #414355b3
+def _cmd_graph(args) -> int:
+    from vpd.circuits import graph_for_prompt
+    from vpd.graphview import write_graph_json, write_viewer
+    if not (Path(args.run) / "lm.json").exists():
+        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json); "
+                                "train one with `vpd decompose`")
+    out = _output_file(args.out)
+    viewer = _output_file(args.viewer) if args.viewer else None
+    _set_threads(args.threads)
+    graph, ex = graph_for_prompt(args.run, args.prompt, args.target, args.mode, args.steps, args.harvest,
+                                 args.min_weight)
+    write_graph_json(graph, out)
+    if viewer is not None:
+        write_viewer(graph, viewer, title=f"{args.prompt!r} -> {args.target!r}")
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in ex.scores.items())
+    what = "probability" if ex.target.token is not None else "KL"
+    print(f"vpd graph: {ex.pruned.n_kept} subcomponents kept ({args.mode} pruning); {what}: {scores}")
+    print(f"vpd graph: graph written to {out}" + (f", viewer to {viewer}" if viewer else ""))
+    return 0
+
 # %% ../nbs/90_cli.ipynb #6b1d3f07
 def _add_toy_commands(sub):
     "`vpd toy` and `vpd bench ...`; returns the `bench` subparsers."
@@ -600,7 +621,7 @@ def _add_lm_commands(sub) -> None:
 
 
 def _add_component_commands(sub, bench) -> None:
-    "`vpd harvest`, `vpd browse`, `vpd label` and `vpd bench harvest`."
+    "`vpd harvest`, `vpd browse`, `vpd label`, `vpd bench harvest` and `vpd graph`."
     p = sub.add_parser("harvest", help="harvest what every subcomponent of a decomposition does")
     p.add_argument("run", help="decomposition run directory (vpd decompose)")
     p.add_argument("--out", help="harvest folder (default RUN/harvest; a stopped harvest there is resumed)")
@@ -634,6 +655,20 @@ def _add_component_commands(sub, bench) -> None:
     p.add_argument("--out", help="JSON path (default runs/bench/harvest.json)")
     p.add_argument("--threads", type=_at_least(1), default=1, help="torch threads")
     p.set_defaults(handler=_cmd_bench_harvest)
+    p = sub.add_parser("graph", help="prune a prompt to one prediction and write its attribution graph")
+    p.add_argument("run", help="decomposition run directory (vpd decompose)")
+    p.add_argument("--prompt", required=True, help="the prompt text")
+    p.add_argument("--target", help="the predicted text whose first token the graph explains (default: the whole "
+                   "next-token distribution)")
+    p.add_argument("--out", required=True, help="graph JSON path")
+    p.add_argument("--mode", choices=["adversarial", "ci"], default="adversarial",
+                   help="adversarial: stochastic + adversarial masks (graph type 1); ci: the CIs as masks (type 2)")
+    p.add_argument("--steps", type=_at_least(1), help="optimisation steps (default 400)")
+    p.add_argument("--harvest", help="harvest folder for the cards (default RUN/harvest when it exists)")
+    p.add_argument("--min-weight", type=float, default=0.0, help="leave out links weaker than this")
+    p.add_argument("--viewer", help="also write the viewer page to this HTML path")
+    p.add_argument("--threads", type=_at_least(1), help="torch threads")
+    p.set_defaults(handler=_cmd_graph)
 
 
 def build_parser() -> argparse.ArgumentParser:
