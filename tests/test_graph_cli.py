@@ -1,15 +1,16 @@
 """`vpd graph` on a trained micro decomposition over the harvest tests' 40-word vocabulary: the graph it writes is
 valid circuit-tracer JSON and equals the one `vpd.circuits.graph_for_prompt` builds in this process; bad input is one
-line on stderr."""
+line on stderr; `vpd attributions` under torchrun with two processes writes the sums of one process."""
 import json
+import os
 import sys
 
 import pytest
 import torch
 
-from procs import run
+from procs import run, torchrun_or_skip
 from test_decompose_cli import MICRO, random_lm_run
-from vpd.circuits import graph_for_prompt
+from vpd.circuits import graph_for_prompt, load_attributions
 from vpd.cli import main
 from vpd.decompose import decompose_lm, lm_config
 from vpd.graphview import load_graph_json
@@ -59,3 +60,23 @@ def test_one_line_errors(micro_run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
     assert not (tmp_path / "g.json").exists()
+
+
+def test_attributions_torchrun_matches_one_process(micro_run, tmp_path):
+    "Two torchrun processes, each summing half of the batches, write the sums one process writes."
+    torchrun = torchrun_or_skip()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "vpd", "attributions", str(micro_run), "--tokens", "96", "--batch-size", "2", "--threads", "1"]
+    for cmd, out in (([sys.executable], tmp_path / "one"), ([torchrun, "--standalone", "--nproc_per_node", "2"], tmp_path / "two")):
+        done = run(cmd + args + ["--out", str(out)], timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = load_attributions(tmp_path / "one"), load_attributions(tmp_path / "two")
+    assert one.n_tokens == two.n_tokens == 96
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["world_size"] == 2
+    assert one.signed.keys() == two.signed.keys() and len(one.signed) > 0
+    for pair in one.signed:
+        torch.testing.assert_close(two.signed[pair], one.signed[pair], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(two.absolute[pair], one.absolute[pair], rtol=1e-5, atol=1e-6)
+    for name in one.ci_sum:
+        torch.testing.assert_close(two.ci_sum[name], one.ci_sum[name], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(two.sq_sum[name], one.sq_sum[name], rtol=1e-5, atol=1e-6)

@@ -182,7 +182,7 @@ def graph_nodes(cm: ComponentModel, trace: Trace, ci: Mapping[str, Tensor], logi
         for t, c in (ci[name] > 0).nonzero().tolist():
             nodes.append(Node("subcomponent", t, name, c, act=float(a[t, c]), ci=float(ci[name][t, c])))
     for t, tok in logits:
-        nodes.append(Node("logit", t, token=tok, act=float(trace.out[0, t, tok]), prob=float(probs[t, tok])))
+        nodes.append(Node("logit", t, token=tok, act=float(trace.out[0, t, tok].detach()), prob=float(probs[t, tok])))
     return nodes
 
 
@@ -508,6 +508,8 @@ def dataset_attributions(dec, data_dir: str | Path, out_dir: str | Path | None =
     require(seq_len is not None, "dataset_attributions needs seq_len: the decomposition has none in its meta")
     rank, world = data_parallel()
     n_batches = max(1, math.ceil(n_tokens / (batch_size * seq_len)))
+    require(n_batches >= world, f"{n_tokens} tokens make {n_batches} batches of {batch_size} x {seq_len}, fewer than the "
+                                f"{world} processes; ask for more tokens or a smaller batch")
     sums, t0 = DatasetAttributions({}, {}, {}, {}), time.time()
     device = next(dec.cm.components.parameters()).device
     for i, windows in enumerate(TokenData(data_dir, split).eval_batches(batch_size, seq_len - 1, n_batches)):

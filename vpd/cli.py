@@ -520,6 +520,25 @@ def _cmd_graph(args) -> int:
     print(f"vpd graph: graph written to {out}" + (f", viewer to {viewer}" if viewer else ""))
     return 0
 
+
+def _cmd_attributions(args) -> int:
+    from vpd.circuits import dataset_attributions
+    from vpd.decompose import load_lm_decomposition
+    from vpd.runs import distributed
+    if not (Path(args.run) / "lm.json").exists():
+        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json); "
+                                "train one with `vpd decompose`")
+    out = _output_dir(args.out or Path(args.run) / "attributions")
+    _set_threads(args.threads)
+    with distributed() as (rank, world, device):
+        dec = load_lm_decomposition(args.run, args.device or device)
+        sums = dataset_attributions(dec, dec.meta["data_dir"], out, args.tokens, args.batch_size)
+    if rank == 0:
+        for source, target, value in sums.top(5):
+            print(f"{source} -> {target}: {value:+.3f}")
+        print(f"vpd attributions: {sums.n_tokens:,} tokens, attributions written to {out}")
+    return 0
+
 # %% ../nbs/90_cli.ipynb #6b1d3f07
 def _add_toy_commands(sub):
     "`vpd toy` and `vpd bench ...`; returns the `bench` subparsers."
@@ -621,7 +640,7 @@ def _add_lm_commands(sub) -> None:
 
 
 def _add_component_commands(sub, bench) -> None:
-    "`vpd harvest`, `vpd browse`, `vpd label`, `vpd bench harvest` and `vpd graph`."
+    "`vpd harvest`, `vpd browse`, `vpd label`, `vpd bench harvest`, `vpd graph` and `vpd attributions`."
     p = sub.add_parser("harvest", help="harvest what every subcomponent of a decomposition does")
     p.add_argument("run", help="decomposition run directory (vpd decompose)")
     p.add_argument("--out", help="harvest folder (default RUN/harvest; a stopped harvest there is resumed)")
@@ -669,6 +688,14 @@ def _add_component_commands(sub, bench) -> None:
     p.add_argument("--viewer", help="also write the viewer page to this HTML path")
     p.add_argument("--threads", type=_at_least(1), help="torch threads")
     p.set_defaults(handler=_cmd_graph)
+    p = sub.add_parser("attributions", help="dataset-aggregated attributions between subcomponents")
+    p.add_argument("run", help="decomposition run directory (vpd decompose)")
+    p.add_argument("--out", help="output folder (default RUN/attributions)")
+    p.add_argument("--tokens", type=_at_least(1), default=2048, help="validation tokens to aggregate over")
+    p.add_argument("--batch-size", type=_at_least(1), default=4, help="windows per forward pass")
+    p.add_argument("--threads", type=_at_least(1), help="torch threads per process")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(handler=_cmd_attributions)
 
 
 def build_parser() -> argparse.ArgumentParser:
