@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ORDER = ["core", "method", "config", "runs", "train", "toys", "data", "target", "decompose", "evaluate", "own_model", "harvest", "labels", "browse", "attention", "graphview", "circuits",
+ORDER = ["core", "method", "config", "runs", "train", "toys", "data", "target", "decompose", "evaluate", "own_model", "harvest", "labels", "browse", "attention", "graphview", "circuits", "edit",
          "pipeline", "cli", "__main__"]
 PACKAGE = Path(__file__).resolve().parent.parent / "vpd"
 
