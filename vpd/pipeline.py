@@ -19,7 +19,7 @@ __all__ = ['PRESETS', 'lm_stages', 'repo_root', 'run_notebook', 'reproduce', 'st
 
 # %% ../nbs/85_pipeline.ipynb #6394edf2
 def lm_stages(preset: str, corpus: str, vocab: int) -> list[tuple[str, dict]]:
-    "The language-model stages of a preset: data, target, decomposition (+ control), evaluation, components."
+    "The language-model stages of a preset: data, target, decomposition (+ control), evaluation, then the analyses."
     run = f"runs/{preset}"
     lm = {"preset": preset, "target_dir": f"{run}/target", "data_dir": f"{run}/tokenizer",
           "figures_dir": f"figures/{preset}"}
@@ -29,8 +29,8 @@ def lm_stages(preset: str, corpus: str, vocab: int) -> list[tuple[str, dict]]:
                               "control_dir": f"{run}/decomposition-no-adversary"}),
             ("09_evaluate", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition",
                              "control_dir": f"{run}/decomposition-no-adversary"}),
-            ("13_browser", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition"}),
-            ("14_attention", {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition"})]
+            *[(nb, {"preset": preset, "figures_dir": f"figures/{preset}", "run_dir": f"{run}/decomposition"})
+              for nb in ("13_browser", "14_attention", "16_circuits", "17_editing")]]
 
 
 PRESETS = {
