@@ -5,7 +5,7 @@ The names below are the ones a user needs; each is imported from its module on f
 model is `vpd.train.decompose` (not re-exported here: `vpd.decompose` is the language-model module). The modules, in the order of
 the notebooks: `vpd.core`, `vpd.method`, `vpd.config`, `vpd.runs`, `vpd.train`, `vpd.toys`, `vpd.data`,
 `vpd.target`, `vpd.decompose`, `vpd.evaluate`, `vpd.own_model`, `vpd.harvest`, `vpd.labels`, `vpd.browse`,
-`vpd.attention`, `vpd.pipeline`, `vpd.cli`.
+`vpd.attention`, `vpd.graphview`, `vpd.circuits`, `vpd.edit`, `vpd.pipeline`, `vpd.cli`.
 """
 __version__ = "0.1.0"
 
@@ -19,6 +19,8 @@ _EXPORTS = {
     "decompose_lm": "vpd.decompose", "load_lm_decomposition": "vpd.decompose",
     "evaluate_run": "vpd.evaluate",
     "harvest_run": "vpd.harvest",
+    "graph_for_prompt": "vpd.circuits",
+    "rewrite_subcomponent": "vpd.edit",
 }
 __all__ = sorted(_EXPORTS)
 

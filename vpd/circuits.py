@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -26,9 +25,9 @@ from .graphview import (card_from_harvest, embedding_node, logit_node, make_grap
 from .method import kl_divergence, minimality_loss, recon_with_sources, stochastic_recon
 
 # %% auto #0
-__all__ = ['PRUNING', 'Trace', 'site_hooks', 'embedding_module', 'direct_trace', 'batched_grads', 'Node', 'AttributionGraph',
-           'graph_nodes', 'prompt_graph', 'Target', 'ci_logits', 'restricted_pgd', 'PosthocConfig', 'Pruned',
-           'lr_factor', 'posthoc_loss', 'posthoc_ci', 'retained', 'DatasetAttributions', 'accumulate_attributions',
+__all__ = ['PRUNING', 'Trace', 'embedding_module', 'direct_trace', 'batched_grads', 'Node', 'AttributionGraph', 'graph_nodes',
+           'prompt_graph', 'Target', 'ci_logits', 'restricted_pgd', 'PosthocConfig', 'Pruned', 'lr_factor',
+           'posthoc_loss', 'posthoc_ci', 'retained', 'DatasetAttributions', 'accumulate_attributions',
            'save_attributions', 'load_attributions', 'dataset_attributions', 'Explanation', 'explain', 'graph_json',
            'plot_graph', 'prompt_target', 'graph_for_prompt', 'source_table', 'strongest_path', 'moved_edges',
            'ablated_score']
@@ -41,17 +40,6 @@ class Trace:
     sources: dict[str, Tensor]  # leaf copies of `acts` from which each site's output is made
     embed: Tensor | None        # the embedding output, a leaf `[B, T, d_model]` (None: the model has no embedding module)
     out: Tensor                 # the model's output
-
-
-@contextmanager
-def site_hooks(cm: ComponentModel, fns: Mapping[str, Callable]) -> Iterator[None]:
-    "Within the block, `fns[name](x, y)` replaces the output of each site named in `fns`."
-    handles = [s.hook(fns[s.name]) for s in cm.sites if s.name in fns]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def embedding_module(cm: ComponentModel) -> nn.Module | None:
@@ -89,7 +77,7 @@ def direct_trace(cm: ComponentModel, batch, embed: nn.Module | None = None) -> T
     module = embed if embed is not None else embedding_module(cm)
     handle = module.register_forward_hook(leaf_embedding) if module is not None else None
     try:
-        with torch.enable_grad(), site_hooks(cm, {s.name: _cut(cm, s, deltas, acts, sources) for s in cm.sites}):
+        with torch.enable_grad(), cm.hooked({s.name: _cut(cm, s, deltas, acts, sources) for s in cm.sites}):
             out = cm.read_output(cm.run_batch(cm.model, batch))
     finally:
         if handle is not None:

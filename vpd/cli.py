@@ -231,6 +231,14 @@ def _output_file(path: str | Path) -> Path:
     return path
 
 
+def _lm_run(path: str | Path) -> Path:
+    "`path`, checked to be a language-model decomposition run (it holds `lm.json`)."
+    if not (Path(path) / "lm.json").exists():
+        raise FileNotFoundError(f"{path} is not a language-model decomposition run (no lm.json); "
+                                "train one with `vpd decompose`")
+    return Path(path)
+
+
 def _set_threads(threads: int | None) -> None:
     "Use `threads` torch threads (None: torch's default)."
     if threads is not None:
@@ -299,9 +307,7 @@ def _cmd_evaluate(args) -> int:
     cfg = resolve_config(EvalConfig, None, args.config, {"n_batches": args.n_batches, "seed": args.seed},
                          where="vpd evaluate config")
     for run in [args.run] + ([args.control] if args.control else []):
-        if not (Path(run) / "lm.json").exists():
-            raise FileNotFoundError(f"{run} is not a language-model decomposition run (no lm.json); "
-                                    "train one with `vpd decompose`")
+        _lm_run(run)
     _output_dir(Path(args.run) / "eval")
     if args.figures:
         _output_dir(args.figures)
@@ -438,9 +444,7 @@ def _cmd_harvest(args) -> int:
     flags = {"n_tokens": args.tokens, "split": args.split, "batch_size": args.batch_size, "seed": args.seed}
     cfg = resolve_config(HarvestConfig, to_dict(_preset(HARVEST_PRESETS, args.preset, "harvest")), args.config, flags,
                          where="vpd harvest config")
-    if not (Path(args.run) / "lm.json").exists():
-        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json); "
-                                "train one with `vpd decompose`")
+    _lm_run(args.run)
     out = _output_dir(args.out or Path(args.run) / "harvest")
     _set_threads(args.threads)
     with distributed() as (rank, world, device):
@@ -486,8 +490,7 @@ def _cmd_label(args) -> int:
 def _cmd_bench_harvest(args) -> int:
     from vpd.harvest import bench_harvest
     from vpd.runs import write_json
-    if not (Path(args.run) / "lm.json").exists():
-        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json)")
+    _lm_run(args.run)
     out = _output_file(args.out or "runs/bench/harvest.json")
     r = bench_harvest(args.run, args.tokens, args.split, args.threads)
     write_json(out, r)
@@ -503,9 +506,7 @@ def _cmd_bench_harvest(args) -> int:
 def _cmd_graph(args) -> int:
     from vpd.circuits import graph_for_prompt
     from vpd.graphview import write_graph_json, write_viewer
-    if not (Path(args.run) / "lm.json").exists():
-        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json); "
-                                "train one with `vpd decompose`")
+    _lm_run(args.run)
     out = _output_file(args.out)
     viewer = _output_file(args.viewer) if args.viewer else None
     _set_threads(args.threads)
@@ -525,9 +526,7 @@ def _cmd_attributions(args) -> int:
     from vpd.circuits import dataset_attributions
     from vpd.decompose import load_lm_decomposition
     from vpd.runs import distributed
-    if not (Path(args.run) / "lm.json").exists():
-        raise FileNotFoundError(f"{args.run} is not a language-model decomposition run (no lm.json); "
-                                "train one with `vpd decompose`")
+    _lm_run(args.run)
     out = _output_dir(args.out or Path(args.run) / "attributions")
     _set_threads(args.threads)
     with distributed() as (rank, world, device):

@@ -407,7 +407,8 @@ class ComponentModel(nn.Module):
         return self.read_mask(batch).to(next(self.components.parameters()).device)
 
     @contextmanager
-    def _hooked(self, fns: Mapping[str, OutputHook]) -> Iterator[None]:
+    def hooked(self, fns: Mapping[str, OutputHook]) -> Iterator[None]:
+        "Within the block, `fns[name](x, y)` replaces the output of each site named in `fns`."
         handles = [s.hook(fns[s.name]) for s in self.sites if s.name in fns]
         try:
             yield
@@ -423,7 +424,7 @@ class ComponentModel(nn.Module):
             def fn(x, y):
                 inputs[name] = x
             return fn
-        with self._hooked({n: capture(n) for n in self.names}):
+        with self.hooked({n: capture(n) for n in self.names}):
             out = self.read_output(self.run_batch(self.model, batch))
         return out, inputs
 
@@ -436,7 +437,7 @@ class ComponentModel(nn.Module):
         add the Δ-component scaled by a per-position mask; `routes[name]` (bool, leading dims) keeps the
         target output where False. Sites absent from `masks` are left untouched."""
         fns = {n: self._replacement(n, masks[n], deltas, delta_masks, routes) for n in masks}
-        with self._hooked(fns):
+        with self.hooked(fns):
             return self.read_output(self.run_batch(self.model, batch))
 
     def _replacement(self, name, mask, deltas, delta_masks, routes) -> OutputHook:
