@@ -2,7 +2,7 @@
 `write_viewer` writes for a small hand-built graph, and the DOM its script builds is checked against the graph
 (every node and edge drawn, rows in layer order and columns in token order, a node's label and card, the strongest
 edges of a pinned node in order, the threshold from the address hiding exactly the weak edges and the nodes left
-without edges). The screenshot `figures/tiny/graph_viewer.png` is taken of the same page.
+without edges, a graph of more than `MAX_EDGES` edges opening on exactly its `MAX_EDGES` strongest). The screenshot `figures/tiny/graph_viewer.png` is taken of the same page.
 
 Without Chromium the tests are skipped and the reason is printed in the warnings summary (tests/test_browse.py
 installs it when it can). Chromium runs through `vpd.browse.headless_chromium`: a deadline, and a process group of
@@ -10,6 +10,7 @@ its own that is killed whole."""
 from __future__ import annotations
 
 import html
+import random
 import re
 import warnings
 from pathlib import Path
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from vpd.browse import dump_dom, find_chromium, screenshot
-from vpd.graphview import (embedding_node, logit_node, make_graph, n_layers, site_coordinates, subcomponent_node,
-                           write_viewer)
+from vpd.graphview import (MAX_EDGES, embedding_node, logit_node, make_graph, n_layers, site_coordinates,
+                           subcomponent_node, write_viewer)
 
 FIGURE = Path(__file__).resolve().parent.parent / "figures" / "tiny" / "graph_viewer.png"
 
@@ -141,6 +142,49 @@ def test_threshold_from_the_address_hides_weak_edges_and_their_nodes(chromium, p
     # a pinned node stays even when all its edges are hidden
     nodes, _ = drawn(dump_dom(path, fragment="t=0.3&pin=2_1_0"))
     assert not hidden(nodes["2_1_0"]) and hidden(nodes["E_100_0"])
+
+
+def dense_graph(n_links: int = 1000) -> dict:
+    "Five tokens, 10 subcomponents in each of three blocks at every position, `n_links` random links between blocks."
+    toks = ["A", " b", " c", " d", " e"]
+    c = site_coordinates({"0.mlp.up": 10, "1.mlp.up": 10, "2.mlp.up": 10})
+    nodes = [subcomponent_node(f"{b}.mlp.up", i, p, c, ci=0.5) for b in range(3) for i in range(10) for p in range(5)]
+    ids = [[n["node_id"] for n in nodes if n["layer"] == str(b)] for b in range(3)]
+    rng = random.Random(0)
+    pairs = rng.sample([(s, t) for b in range(2) for s in ids[b] for t in ids[b + 1]], n_links)
+    weights = rng.sample(range(1, 100_000), n_links)                    # distinct magnitudes, so no ties at the cap
+    links = [{"source": s, "target": t, "weight": w / 1000 * rng.choice([-1, 1])} for (s, t), w in zip(pairs, weights)]
+    return make_graph("A b c d e", toks, nodes, links, slug="test-dense", scan="generated")
+
+
+def test_a_dense_graph_opens_on_its_strongest_edges(chromium, tmp_path):
+    g = dense_graph()
+    assert len(g["links"]) > MAX_EDGES
+    path = write_viewer(g, tmp_path / "dense.html")
+    strongest = sorted(g["links"], key=lambda l: -abs(l["weight"]))[:MAX_EDGES]
+    dom = dump_dom(path)
+    nodes, edges = drawn(dom)
+    assert len(edges) == len(g["links"])                                # all drawn, the weak ones hidden
+    assert sorted((e["data-source"], e["data-target"]) for e in edges if not hidden(e)) == \
+        sorted((l["source"], l["target"]) for l in strongest)
+    touched = {l[end] for l in strongest for end in ("source", "target")}
+    assert {k for k, a in nodes.items() if not hidden(a)} == touched
+    hid = len(g["links"]) - MAX_EDGES
+    assert f"{MAX_EDGES} of {len(g['links'])} edges, {len(touched)} of {len(g['nodes'])} nodes shown; " \
+           f"{hid} weaker edges hidden" in dom
+    assert f"|weight| ≥ {abs(strongest[-1]['weight']):.3g} " in dom
+    # the address's threshold replaces the opening one: t=0 shows everything
+    dom = dump_dom(path, fragment="t=0")
+    nodes, edges = drawn(dom)
+    assert len(edges) == len(g["links"]) and not any(map(hidden, edges)) and not any(map(hidden, nodes.values()))
+    assert f"{len(g['links'])} of {len(g['links'])} edges" in dom and "hidden" not in dom.split('id="count"')[1][:200]
+    # a smaller cap, with ties at its boundary: the tie is hidden whole
+    tied = dense_graph()
+    top = sorted(tied["links"], key=lambda l: -abs(l["weight"]))
+    top[10]["weight"] = top[9]["weight"]                                # places 10 and 11 tie
+    nodes, edges = drawn(dump_dom(write_viewer(tied, tmp_path / "tied.html", max_edges=10)))
+    assert sorted((e["data-source"], e["data-target"]) for e in edges if not hidden(e)) == \
+        sorted((l["source"], l["target"]) for l in top[:9])
 
 
 def test_screenshot(chromium, page):

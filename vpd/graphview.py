@@ -19,9 +19,10 @@ from . import __version__
 from .runs import atomic_write
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'FEATURE_TYPES', 'GRAPH_SCHEMA', 'VIEWER_CSS', 'VIEWER_JS', 'validate_graph', 'site_coordinates',
-           'n_layers', 'js_node_id', 'embedding_node', 'logit_node', 'subcomponent_node', 'card_from_harvest',
-           'make_graph', 'write_graph_json', 'load_graph_json', 'viewer_html', 'write_viewer', 'show_graph']
+__all__ = ['SCHEMA_VERSION', 'FEATURE_TYPES', 'GRAPH_SCHEMA', 'VIEWER_CSS', 'VIEWER_JS', 'MAX_EDGES', 'validate_graph',
+           'site_coordinates', 'n_layers', 'js_node_id', 'embedding_node', 'logit_node', 'subcomponent_node',
+           'card_from_harvest', 'make_graph', 'write_graph_json', 'load_graph_json', 'initial_threshold', 'viewer_html',
+           'write_viewer', 'show_graph']
 
 # %% ../nbs/15_graph_viewer.ipynb #626b7fd9
 SCHEMA_VERSION = 1
@@ -253,13 +254,13 @@ def load_graph_json(path: str | Path) -> dict:
 
 # %% ../nbs/15_graph_viewer.ipynb #3b7fdb89
 VIEWER_CSS = """
-body{margin:0;font:13px/1.4 system-ui,sans-serif;color:#222;background:#fff}
-header{padding:6px 14px;border-bottom:1px solid #ddd;display:flex;flex-wrap:wrap;gap:4px 18px;align-items:center}
+body{margin:0;font:13px/1.4 system-ui,sans-serif;color:#222;background:#fff;display:flex;flex-direction:column;height:100vh}
+header{flex:none;padding:6px 14px;border-bottom:1px solid #ddd;display:flex;flex-wrap:wrap;gap:4px 18px;align-items:center}
 header h1{font-size:15px;margin:0;font-weight:600}
 .legend{color:#555;font-size:12px}.legend b.pos{color:#2563eb}.legend b.neg{color:#dc2626}
-#main{display:flex;align-items:flex-start}
-#wrap{flex:1;overflow:auto;height:calc(100vh - 44px)}
-aside{width:330px;flex:none;border-left:1px solid #ddd;padding:6px 12px;overflow:auto;height:calc(100vh - 44px);box-sizing:border-box}
+#main{display:flex;flex:1;min-height:0}
+#wrap{flex:1;overflow:auto}
+aside{width:330px;flex:none;border-left:1px solid #ddd;padding:6px 12px;overflow:auto;box-sizing:border-box}
 .edge{fill:none}.edge.pos{stroke:#2563eb}.edge.neg{stroke:#dc2626}
 .off{display:none}
 svg.focus .edge{opacity:.2}svg.focus .edge.hl{opacity:1}
@@ -295,7 +296,9 @@ const edgesOf = new Map(G.nodes.map(n => [n.node_id, {inc: [], out: []}]));
 G.links.forEach(l => { edgesOf.get(l.source).out.push(l); edgesOf.get(l.target).inc.push(l); });
 const maxW = G.links.reduce((m, l) => Math.max(m, Math.abs(l.weight)), 0) || 1;
 const hash = new URLSearchParams(location.hash.slice(1));
-let thr = Math.min(1, Math.max(0, parseFloat(hash.get("t")) || 0)), pinned = null;
+// the threshold as an absolute |weight|: the address's fraction of the largest, else the opening one of the page
+let cut = hash.has("t") ? Math.min(1, Math.max(0, parseFloat(hash.get("t")) || 0)) * maxW
+                        : parseFloat(slider.dataset.cut) || 0, pinned = null;
 
 const esc = s => String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
 const fmt = v => (typeof v === "number" ? v.toPrecision(3) : String(v));
@@ -395,7 +398,7 @@ for (const n of G.nodes) {
 }
 
 function apply() {
-  const cut = thr * maxW, live = new Set();
+  const live = new Set();
   let ne = 0, nn = 0;
   for (const {l, e} of edges) {
     const on = Math.abs(l.weight) >= cut;
@@ -407,8 +410,10 @@ function apply() {
     g.classList.toggle("off", !on);
     if (on) nn++;
   });
-  thrText.textContent = `|weight| ≥ ${fmt(cut)} (${Math.round(thr * 100)}% of the largest)`;
-  countText.textContent = `${ne} of ${G.links.length} edges, ${nn} of ${G.nodes.length} nodes shown`;
+  const pct = 100 * cut / maxW, off = G.links.length - ne;
+  thrText.textContent = `|weight| ≥ ${fmt(cut)} (${pct >= 10 || pct === 0 ? Math.round(pct) : pct.toFixed(1)}% of the largest)`;
+  countText.textContent = `${ne} of ${G.links.length} edges, ${nn} of ${G.nodes.length} nodes shown` +
+    (off ? `; ${off} weaker edges hidden (slide to 0 to show all)` : "");
 }
 function focus(id) {
   svg.classList.toggle("focus", id !== null);
@@ -461,8 +466,8 @@ function pin(id) {
   apply();
 }
 svg.addEventListener("click", () => pin(null));
-slider.value = thr;
-slider.addEventListener("input", () => { thr = parseFloat(slider.value); apply(); });
+slider.value = cut / maxW;
+slider.addEventListener("input", () => { cut = parseFloat(slider.value) * maxW; apply(); });
 const start = hash.get("pin") || G.qParams.clickedId;
 pin(start && byId.has(start) ? start : null);
 })();
@@ -475,15 +480,30 @@ def _script_json(graph: dict) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def viewer_html(graph: dict, title: str | None = None) -> str:
-    "One self-contained HTML page (no network) that draws `graph` and lets one explore it."
+MAX_EDGES = 400   # a graph opens showing at most this many of its strongest edges
+
+
+def initial_threshold(graph: dict, max_edges: int = MAX_EDGES) -> float:
+    "The smallest |weight| at which at most `max_edges` of `graph`'s links have |weight| ≥ it (0 for a small graph)."
+    if isinstance(max_edges, bool) or not isinstance(max_edges, int) or max_edges < 1:
+        raise ValueError(f"max_edges must be a positive integer (the most edges a graph opens with), not {max_edges!r}")
+    w = sorted((abs(float(l["weight"])) for l in graph["links"]), reverse=True)
+    if len(w) <= max_edges:
+        return 0.0
+    above = [v for v in w[:max_edges] if v > w[max_edges]]   # the weights that beat the first edge left out
+    return above[-1] if above else w[0]
+
+
+def viewer_html(graph: dict, title: str | None = None, max_edges: int = MAX_EDGES) -> str:
+    "One self-contained HTML page (no network) that draws `graph`, opening on its `max_edges` strongest edges."
     validate_graph(graph)
+    cut = initial_threshold(graph, max_edges)
     meta = graph["metadata"]
     title = title or f"{meta['slug']}: {meta['prompt']}"
     legend = ('<span class="legend"><b class="pos">blue</b> positive, <b class="neg">red</b> negative, width ∝ '
               '|weight|; node fill: CI</span>')
-    controls = ('<label>edge threshold <input id="thr" type="range" min="0" max="1" step="0.01" value="0"></label>'
-                '<span id="thrv"></span><span id="count"></span>')
+    controls = ('<label>edge threshold <input id="thr" type="range" min="0" max="1" step="0.001" '
+                f'value="0" data-cut="{json.dumps(cut)}"></label><span id="thrv"></span><span id="count"></span>')
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<style>{VIEWER_CSS}</style></head><body><header><h1>{html.escape(title)}</h1>{controls}{legend}</header>'
             '<div id="main"><div id="wrap"><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>'
@@ -492,13 +512,13 @@ def viewer_html(graph: dict, title: str | None = None) -> str:
             f'<script>{VIEWER_JS}</script></body></html>')
 
 
-def write_viewer(graph: dict, path: str | Path, title: str | None = None) -> Path:
+def write_viewer(graph: dict, path: str | Path, title: str | None = None, max_edges: int = MAX_EDGES) -> Path:
     "Write the viewer page of `graph` to `path` (atomically); returns the path."
-    return atomic_write(path, viewer_html(graph, title))
+    return atomic_write(path, viewer_html(graph, title, max_edges))
 
 
-def show_graph(graph: dict, height: int = 600, title: str | None = None):
+def show_graph(graph: dict, height: int = 600, title: str | None = None, max_edges: int = MAX_EDGES):
     "The viewer of `graph` in an iframe, for a notebook (the last expression of a cell shows it)."
     from IPython.display import HTML
-    page = html.escape(viewer_html(graph, title), quote=True)
+    page = html.escape(viewer_html(graph, title, max_edges), quote=True)
     return HTML(f'<iframe srcdoc="{page}" style="width:100%;height:{height}px;border:1px solid #ddd"></iframe>')
