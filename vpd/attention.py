@@ -20,6 +20,7 @@ from .core import ComponentModel, Subcomponents
 from .browse import CSS, card_html
 from .harvest import Harvest
 from .method import ALIVE_THRESHOLD
+from .runs import atomic_write
 
 # %% auto #0
 __all__ = ['HEAD_MATRICES', 'COPULAS', 'CONSTRUCTION_TEMPLATES', 'head_vectors', 'other_norms', 'head_norms', 'heads_spanned',
@@ -29,7 +30,7 @@ __all__ = ['HEAD_MATRICES', 'COPULAS', 'CONSTRUCTION_TEMPLATES', 'head_vectors',
            'attention_by_offset', 'offset_preference', 'ablation_masks', 'ablation_effect', 'ablation_scan',
            'ov_matrices', 'data_weights', 'frobenius_cosine', 'ov_similarity', 'random_gram_cosine',
            'random_gram_cosine_mc', 'random_ov_baseline', 'construction_sentences', 'copula_items', 'query_key_stats',
-           'plot_head_norms', 'head_norm_report', 'plot_qk_grid', 'plot_prompt_pairs', 'plot_ablation',
+           'save_figure', 'plot_head_norms', 'head_norm_report', 'plot_qk_grid', 'plot_prompt_pairs', 'plot_ablation',
            'previous_token_report', 'plot_ov_similarity', 'ov_report', 'construction_report', 'QKExplorer']
 
 # %% ../nbs/14_attention.ipynb #aae0fa6f
@@ -414,11 +415,11 @@ def query_key_stats(dec, layer: int, items: Sequence[tuple[list[int], int, int]]
     return {key: torch.stack(v) for key, v in out.items()}
 
 # %% ../nbs/14_attention.ipynb #3a603959
-def _save(fig, path):
-    "Save `fig` to `path` (if not None, creating its folder); return it."
+def save_figure(fig, path, dpi: int = 120):
+    "Save `fig` to `path` atomically (if not None; the format from its suffix, PNG without one); return it."
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        fmt = Path(path).suffix.lstrip(".") or "png"
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
     return fig
 
 
@@ -437,7 +438,7 @@ def plot_head_norms(norms: Mapping[str, Tensor], keys: Mapping[str, Sequence[str
         axes[1, j].hist(effective_heads(nm).numpy(), bins=np.linspace(1, nm.shape[1], 4 * nm.shape[1] - 3))
         axes[1, j].set(xlabel="effective number of heads", ylabel="subcomponents", xlim=(1, nm.shape[1]))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def head_norm_report(dec, h: Harvest, layer: int, figures_dir=None) -> dict:
@@ -480,7 +481,7 @@ def plot_qk_grid(Z: Tensor, q_keys: Sequence[str], k_keys: Sequence[str], n_top:
     axes[-1].set_xlabel("offset tau (query position - key position)")
     axes[0].legend(fontsize=6, ncol=2, loc="upper right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/14_attention.ipynb #04506705
 def plot_prompt_pairs(dec, layer: int, tokens: Tensor, pairs: Sequence[tuple[int, int]], labels: Sequence[str],
@@ -507,7 +508,7 @@ def plot_prompt_pairs(dec, layer: int, tokens: Tensor, pairs: Sequence[tuple[int
             if words is not None and h == H - 1:
                 axes[h, j].set_xticks(range(T), words, rotation=90, fontsize=5)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 # %% ../nbs/14_attention.ipynb #538f33ff
 def plot_ablation(effects: Mapping[str, Tensor], title: str = "", path=None):
@@ -523,7 +524,7 @@ def plot_ablation(effects: Mapping[str, Tensor], title: str = "", path=None):
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def previous_token_report(dec, layer: int, tokens: Tensor, dynamic: Mapping[str, Tensor], n_pairs: int = 10,
@@ -563,7 +564,7 @@ def previous_token_report(dec, layer: int, tokens: Tensor, dynamic: Mapping[str,
     fig2, ax = plt.subplots(figsize=(7, 3))
     scan_df.plot.bar(stacked=True, ax=ax, title=f"drop in previous-token attention, one {q} subcomponent ablated")
     fig2.tight_layout()
-    _save(fig2, None if fd is None else fd / "previous_token_scan.png")
+    save_figure(fig2, None if fd is None else fd / "previous_token_scan.png")
     return {"pairs": pairs, "q": qs, "k": ks, "heads": heads, "scan": scan_df, "effect": effect, "control": control,
             "figures": [fig, fig2]}
 
@@ -582,7 +583,7 @@ def plot_ov_similarity(sims: Mapping[str, Tensor], baseline: Mapping[str, tuple[
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -634,7 +635,7 @@ def construction_report(dec, layer: int, groups: Mapping[str, Sequence[tuple[lis
     fig, ax = plt.subplots(figsize=(8, 3))
     attention[list(groups)].plot.bar(ax=ax, title=f"layer {layer}: attention from the query to the key")
     fig.tight_layout()
-    _save(fig, None if figures_dir is None else Path(figures_dir) / "construction.png")
+    save_figure(fig, None if figures_dir is None else Path(figures_dir) / "construction.png")
     return {"attention": attention, "head": head, "k_ablated": k_ablated, "contrib_by_k": top(contrib.sum(0), k),
             "contrib_by_q": top(contrib.sum(1), q), "top_pairs": pairs, "figure": fig,
             "ci_q": top(mean(targets, "ci_q") - mean(controls, "ci_q"), q),

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import require
+from .attention import save_figure
 from .method import causal_importances
 from .runs import atomic_write
 from .target import MATRICES, MATRIX_WEIGHTS, HookedMatrixSite
@@ -258,12 +259,6 @@ def lora_sweep(bench: EditBench, model: nn.Module, layer: int, matrix: str, toke
     return pd.DataFrame(rows), loras
 
 # %% ../nbs/17_editing.ipynb #24c2a51e
-def _save_png(fig, path) -> None:
-    "Save `fig` to `path` atomically (if not None)."
-    if path is not None:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-
-
 def plot_pareto(edits: pd.DataFrame, loras: pd.DataFrame, base_p: float | None = None, completion: str = "o",
                 path=None):
     """§6's Pareto panels: P(completion) against D_KL,Surrounding and D_KL,Global, the edit over α, LoRAs over λ per n
@@ -287,7 +282,7 @@ def plot_pareto(edits: pd.DataFrame, loras: pd.DataFrame, base_p: float | None =
                title=f"completion against {name.lower()} KL")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _save_png(fig, path)
+    save_figure(fig, path)
     return fig
 
 # %% ../nbs/17_editing.ipynb #d21b9e26
